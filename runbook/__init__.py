@@ -1,0 +1,1 @@
+"""runbook: the platform's operations guide as Prefect flows."""

@@ -1,0 +1,214 @@
+"""One typed settings tree, read from ``RUNBOOK_*`` environment variables and an
+optional TOML file (``RUNBOOK_CONFIG``). Built once at a flow's start and passed down.
+
+Deployed runs take the same values from the worker's environment (a work pool's
+``env`` job variables, which may reference Prefect Variables), and the database DSN
+may come from a Prefect Secret block named by ``RUNBOOK_DATABASE_URL_SECRET_BLOCK``
+so that it is never stored in a deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from runbook.errors import ConfigError
+
+ENV_PREFIX = "RUNBOOK_"
+
+
+class RetentionSettings(BaseModel):
+    """Grandfather-father-son retention of backups: how many of each period to keep."""
+
+    hourly: int = Field(24, ge=0, description="Newest backup of each of the last N hours.")
+    daily: int = Field(7, ge=0, description="Newest backup of each of the last N days.")
+    weekly: int = Field(4, ge=0, description="Newest backup of each of the last N ISO weeks.")
+    monthly: int = Field(12, ge=0, description="Newest backup of each of the last N months.")
+
+
+class SizeWatchSettings(BaseModel):
+    """Flags a backup whose size departs from the median of the previous ones (§6.2)."""
+
+    smaller_pct: float = Field(20.0, gt=0, lt=100, description="Flag a backup this much % smaller than the median.")
+    larger_pct: float = Field(50.0, gt=0, description="Flag a backup this much % larger than the median.")
+    window: int = Field(7, ge=1, description="How many previous DONE backups form the median.")
+
+
+class BackupSettings(BaseModel):
+    """How backups are made."""
+
+    zstd_level: int = Field(3, ge=1, le=19, description="zstd compression level of the dump stream.")
+    zstd_threads: int = Field(2, ge=0, le=64, description="zstd worker threads (0: compress in the calling thread).")
+    part_size_mb: int = Field(16, ge=5, le=512, description="S3 multipart part size in MiB (S3 needs >= 5).")
+    fingerprint: bool = Field(False, description="Also compute per-table content fingerprints for deep verification.")
+    restore_jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_restore.")
+
+
+class VerifySettings(BaseModel):
+    """How backups are verified."""
+
+    future_time_columns: list[str] = Field(
+        default_factory=lambda: ["expires_at"],
+        description="Time columns that may legitimately lie after the snapshot (left out of freshness).",
+    )
+    size_watch: SizeWatchSettings = Field(default_factory=SizeWatchSettings)
+
+
+class RunbookSettings(BaseSettings):
+    """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
+    nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        None,
+        description="The platform's PostgreSQL, a postgresql:// DSN. Unset: the local sandbox.",
+    )
+    database_url_secret_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the DSN (deployed runs)."
+    )
+    backup_store: str | None = Field(
+        None,
+        description="Where backups live: a local folder, file:///path, or s3://bucket/prefix. Unset: <home>/backups.",
+    )
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store (http(s)://host:port).")
+    pg_bin_dir: Path | None = Field(None, description="Folder holding pg_dump and pg_restore.")
+    home: Path = Field(Path(".runbook"), description="Folder of the sandbox and local state.")
+    timezone: str = Field("Asia/Tokyo", description="The operating team's timezone (schedules, reports).")
+    connect_timeout: int = Field(10, ge=1, le=300, description="PostgreSQL connect timeout, seconds.")
+    statement_timeout: int = Field(600, ge=1, description="PostgreSQL statement timeout for checks, seconds.")
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        check_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("backup_store")
+    @classmethod
+    def _check_store(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme == "s3":
+            parts = urlsplit(value)
+            if not parts.netloc:
+                raise ValueError("s3:// needs a bucket: s3://bucket/prefix")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parts.netloc):
+                raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name")
+        elif scheme == "file":
+            if not urlsplit(value).path.startswith("/"):
+                raise ValueError("file:// needs an absolute path: file:///srv/backups")
+        elif scheme and len(scheme) > 1:
+            raise ValueError(f"scheme {scheme!r} is not supported: use a folder, file:///path or s3://bucket/prefix")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s)://host[:port] URL")
+        try:
+            parts.port
+        except ValueError as err:
+            raise ValueError(f"bad port: {err}") from None
+        return value
+
+    @field_validator("pg_bin_dir")
+    @classmethod
+    def _check_bin_dir(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        for tool in ("pg_dump", "pg_restore"):
+            if not os.access(value / tool, os.X_OK):
+                raise ValueError(f"{value} holds no executable {tool}: point it at a PostgreSQL bin folder")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone such as Asia/Tokyo or UTC") from None
+        return value
+
+
+def check_dsn(dsn: str) -> None:
+    """Raise ValueError unless ``dsn`` is a postgresql:// URL with a database name."""
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected a postgresql://user:password@host:port/database DSN")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("the DSN's port is not a number") from None
+    if not parts.path.strip("/"):
+        raise ValueError("the DSN names no database: postgresql://user:password@host:port/database")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, safe to print and log."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit(parts._replace(query=query))
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _field_env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc if not isinstance(part, int))
+
+
+def load_settings(**overrides: Any) -> RunbookSettings:
+    """Build the settings, turning a validation error into one ConfigError that names
+    the setting and what would be valid (and never echoes a secret's value)."""
+    try:
+        return RunbookSettings(**overrides)
+    except ValidationError as err:
+        lines = []
+        for problem in err.errors():
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{_field_env_name(problem['loc'])}: {message}")
+        raise ConfigError("invalid setting: " + "; ".join(lines)) from None

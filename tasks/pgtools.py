@@ -1,0 +1,248 @@
+"""PostgreSQL's command-line tools: finding a ``pg_dump``/``pg_restore`` that can
+handle the server, streaming a dump through zstd into the store, restoring one.
+
+The dump pipeline reads ``pg_dump -Fc -Z0`` from a pipe, compresses it with zstd
+(worker threads release the GIL), hashes the compressed bytes and hands them to a
+store writer, in one pass: the dump is never read twice nor kept on local disk.
+Passwords travel to the tools in ``PGPASSWORD``, never on a command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from runbook.errors import BackupError, ConfigError, RunbookError
+from tasks.postgres import libpq_env
+from tasks.store import StoreWriter
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PgTools:
+    bin_dir: Path
+    major: int
+    version: str
+
+    @property
+    def pg_dump(self) -> Path:
+        return self.bin_dir / "pg_dump"
+
+    @property
+    def pg_restore(self) -> Path:
+        return self.bin_dir / "pg_restore"
+
+
+def tool_version(binary: Path) -> tuple[int, str]:
+    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    match = re.search(r"(\d+)(?:\.(\d+))?", output)
+    if not match:
+        raise ConfigError(f"cannot read the version of {binary}: {output.strip()!r}")
+    return int(match.group(1)), output.strip().rsplit(" ", 1)[-1]
+
+
+def candidate_bin_dirs() -> list[Path]:
+    """Where pg_dump may be: the pgserver wheel, the distribution's versioned
+    folders, then PATH."""
+    found: list[Path] = []
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        found.append(Path(POSTGRES_BIN_PATH))
+    except ImportError:  # pragma: no cover - pgserver is a dependency
+        pass
+    found.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    return found
+
+
+def choose_pg_tools(server_major: int, bin_dir: Path | None = None, candidates: Iterable[Path] | None = None) -> PgTools:
+    """The pg_dump/pg_restore to use for a server: ``bin_dir`` if given (it must be
+    new enough), else the newest one found whose major version is >= the server's."""
+    if bin_dir is not None:
+        major, version = tool_version(bin_dir / "pg_dump")
+        if major < server_major:
+            raise ConfigError(
+                f"RUNBOOK_PG_BIN_DIR: {bin_dir / 'pg_dump'} is version {version} but the server is {server_major}; "
+                f"point RUNBOOK_PG_BIN_DIR at a PostgreSQL {server_major} (or newer) bin folder"
+            )
+        return PgTools(bin_dir=bin_dir, major=major, version=version)
+    seen: list[str] = []
+    best: PgTools | None = None
+    for folder in candidates if candidates is not None else candidate_bin_dirs():
+        if not (os.access(folder / "pg_dump", os.X_OK) and os.access(folder / "pg_restore", os.X_OK)):
+            continue
+        try:
+            major, version = tool_version(folder / "pg_dump")
+        except (OSError, subprocess.SubprocessError, ConfigError):
+            continue
+        seen.append(f"{folder / 'pg_dump'} ({version})")
+        if major >= server_major and (best is None or major > best.major):
+            best = PgTools(bin_dir=folder, major=major, version=version)
+    if best is None:
+        found = ", ".join(seen) or "none"
+        raise ConfigError(
+            f"no pg_dump of version >= {server_major} (the server's) was found (found: {found}); "
+            f"set RUNBOOK_PG_BIN_DIR to a PostgreSQL {server_major} bin folder"
+        )
+    return best
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    size_bytes: int
+    raw_bytes: int
+    sha256: str
+
+
+def _drain(stream, sink: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    for line in stream:
+        sink.append(line)
+
+
+def stream_dump(
+    tools: PgTools,
+    dsn: str,
+    writer: StoreWriter,
+    *,
+    snapshot_id: str | None = None,
+    zstd_level: int = 3,
+    zstd_threads: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> DumpResult:
+    """Run pg_dump and stream its output, zstd-compressed, into ``writer``.
+    The caller commits or aborts the writer."""
+    conninfo, env_extra = libpq_env(dsn)
+    command = [str(tools.pg_dump), "--format=custom", "--compress=0", f"--dbname={conninfo}"]
+    if snapshot_id:
+        command.append(f"--snapshot={snapshot_id}")
+    env = {**os.environ, **env_extra}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+    if on_start:
+        on_start(process)
+    errors: list[bytes] = []
+    drain = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
+    drain.start()
+    digest = hashlib.sha256()
+    size = raw = 0
+    compressor = zstandard.ZstdCompressor(level=zstd_level, threads=zstd_threads, write_checksum=True).compressobj(
+        size=-1
+    )
+
+    def emit(data: bytes) -> None:
+        nonlocal size
+        if data:
+            digest.update(data)
+            writer.write(data)
+            size += len(data)
+
+    try:
+        assert process.stdout is not None
+        read = process.stdout.read
+        while chunk := read(CHUNK):
+            raw += len(chunk)
+            emit(compressor.compress(chunk))
+            if on_progress:
+                on_progress(raw)
+        emit(compressor.flush())
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        code = process.wait()
+        drain.join(timeout=10)
+    if code != 0:
+        message = b"".join(errors).decode(errors="replace").strip()
+        first = message.splitlines()[0] if message else f"exit code {code}"
+        if code < 0:
+            first = f"pg_dump was killed by signal {signal.Signals(-code).name}"
+        raise BackupError(f"pg_dump failed: {first}")
+    if raw == 0:
+        raise BackupError("pg_dump produced no output")
+    return DumpResult(size_bytes=size, raw_bytes=raw, sha256=digest.hexdigest())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    size_bytes: int
+    sha256: str
+    raw_bytes: int
+
+
+def fetch_dump(chunks: Iterable[bytes], target: Path) -> FetchResult:
+    """Write a stored dump to ``target`` uncompressed, hashing the stored bytes on the way.
+    A corrupt or truncated zstd stream raises BackupError (after hashing what was read)."""
+    digest = hashlib.sha256()
+    size = raw = 0
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    problem: str | None = None
+    with open(target, "wb") as out:
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            if problem is None:
+                try:
+                    data = decompressor.decompress(chunk)
+                except zstandard.ZstdError as err:
+                    problem = f"the dump does not decompress: {err}"
+                    continue
+                out.write(data)
+                raw += len(data)
+    if problem is None and not decompressor.eof:
+        problem = "the dump is truncated (the zstd stream does not end)"
+    result = FetchResult(size_bytes=size, sha256=digest.hexdigest(), raw_bytes=raw)
+    if problem:
+        raise DumpUnreadable(problem, result)
+    return result
+
+
+class DumpUnreadable(BackupError):
+    def __init__(self, message: str, result: FetchResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def restore_dump(tools: PgTools, dump_file: Path, dsn: str, *, jobs: int = 2, timeout_s: int | None = None) -> None:
+    """pg_restore a custom-format dump into the (empty) database of ``dsn``."""
+    conninfo, env_extra = libpq_env(dsn)
+    command = [
+        str(tools.pg_restore),
+        f"--dbname={conninfo}",
+        f"--jobs={jobs}",
+        "--exit-on-error",
+        "--no-owner",
+        str(dump_file),
+    ]
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, env={**os.environ, **env_extra}, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise RunbookError(f"pg_restore did not finish within {timeout_s} s") from None
+    if completed.returncode != 0:
+        message = completed.stderr.decode(errors="replace").strip()
+        lines = [line for line in message.splitlines() if "error" in line.lower()] or message.splitlines()
+        raise BackupError(f"pg_restore failed: {lines[0] if lines else f'exit code {completed.returncode}'}")
