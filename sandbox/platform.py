@@ -24,6 +24,37 @@ _HERE = Path(__file__).parent
 TABLES = ("users", "user_alerts", "market_data", "system_logs", "user_sessions")
 
 
+def load_schema(dsn: str) -> None:
+    """Create the platform's tables and indexes (idempotent)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute((_HERE / "schema.sql").read_text())
+
+
+def seed_database(dsn: str, scale: int = 1, anchor: datetime | None = None) -> dict[str, int]:
+    """Replace the platform's rows in ``dsn`` with the deterministic data set of
+    ``scale`` (scale 1: about 170,000 rows, 25 MB), timed relative to ``anchor``."""
+    if scale < 1 or scale > 10_000:
+        raise ConfigError(f"--scale must be between 1 and 10000, not {scale}")
+    anchor = anchor or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    script = (_HERE / "seed.sql").read_text()
+    script = script.replace(":scale", str(int(scale))).replace(":anchor", f"'{anchor.isoformat()}'")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute("SET synchronous_commit = off")
+        with conn.transaction():
+            conn.execute(script)
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(database), sql.Literal(f"runbook sandbox: scale={scale} anchor={anchor.isoformat()}")
+            )
+        )
+        conn.execute("VACUUM ANALYZE")
+        return {
+            table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
+            for table in TABLES
+        }
+
+
 def _quiet_pgserver() -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -63,8 +94,7 @@ class Sandbox:
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
         dsn = server.get_uri(DATABASE)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute((_HERE / "schema.sql").read_text())
+        load_schema(dsn)
         return dsn
 
     def is_running(self) -> bool:
@@ -87,24 +117,7 @@ class Sandbox:
         """Replace the platform's rows with the synthetic data set of ``scale``."""
         if scale < 1 or scale > 10_000:
             raise ConfigError(f"--scale must be between 1 and 10000, not {scale}")
-        anchor = anchor or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-        dsn = self.up()
-        script = (_HERE / "seed.sql").read_text()
-        script = script.replace(":scale", str(int(scale))).replace(":anchor", f"'{anchor.isoformat()}'")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SET synchronous_commit = off")
-            with conn.transaction():
-                conn.execute(script)
-            conn.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(DATABASE), sql.Literal(f"runbook sandbox: scale={scale} anchor={anchor.isoformat()}")
-                )
-            )
-            conn.execute("VACUUM ANALYZE")
-            return {
-                table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
-                for table in TABLES
-            }
+        return seed_database(self.up(), scale, anchor)
 
     def down(self) -> bool:
         """Stop the server; returns False when it was not running."""

@@ -23,7 +23,7 @@ SELECT i,
        i % 3 = 0,
        CASE WHEN i % 3 = 0
             THEN :anchor::timestamptz - make_interval(mins => ((i::bigint * 97) % (400 * 1440))::int)
-                 + make_interval(mins => ((i::bigint * 13) % (400 * 1440 - (i::bigint * 97) % (400 * 1440) + 1))::int)
+                 + make_interval(mins => ((i::bigint * 13) % ((i::bigint * 97) % (400 * 1440) + 1))::int)
        END,
        false
 FROM generate_series(1, 10000 * :scale) AS i;

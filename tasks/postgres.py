@@ -322,3 +322,21 @@ def drop_database(admin_dsn: str, name: str, **kwargs: Any) -> None:
 def database_exists(admin_dsn: str, name: str, **kwargs: Any) -> bool:
     with session(admin_dsn, autocommit=True, **kwargs) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+from prefect import get_run_logger, task  # noqa: E402 - the plain functions above need no Prefect
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from runbook.retry import RETRIES, backoff, retry_transient  # noqa: E402
+
+
+@task(name="inspect-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def inspect_database(dsn: str, connect_timeout: int = 10) -> ServerInfo:
+    """Connect to the database and read its name, server version and size."""
+    get_run_logger().info("Connecting to %s", redact_dsn(dsn))
+    with session(dsn, application="runbook inspect", connect_timeout=connect_timeout, statement_timeout_s=60) as conn:
+        info = server_info(conn)
+    get_run_logger().info("%s: PostgreSQL %s, %d bytes", info.database, info.server_version, info.size_bytes)
+    return info

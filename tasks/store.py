@@ -422,3 +422,20 @@ def check_store(store: BackupStore) -> None:
             store.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreError(f"cannot create the backup folder {store.root}: {err.strerror}") from None
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+from prefect import get_run_logger, task  # noqa: E402 - the plain classes above need no Prefect
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from runbook.retry import RETRIES, backoff, retry_transient  # noqa: E402
+
+
+@task(name="open-backup-store", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def open_backup_store(url: str, s3_endpoint_url: str | None = None, part_size_mb: int = 16) -> BackupStore:
+    """Open the backup store and check that it can be used (the bucket exists)."""
+    store = open_store(url, s3_endpoint_url=s3_endpoint_url, part_size_mb=part_size_mb)
+    get_run_logger().info("Opening the backup store %s", store.url)
+    check_store(store)
+    return store

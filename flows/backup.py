@@ -1,0 +1,138 @@
+"""``backup`` (runbook §6.1): a checksummed, consistent dump of the platform's
+database in the backup store, every hour for the 1-hour RPO of §6.3, then retention."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from runbook.backups import Manifest, human_size, next_free_id
+from runbook.reports import artifact_key
+from runbook.settings import RunbookSettings
+from runbook.target import prepare
+from tasks import backups as backup_tasks
+from tasks.pgtools import PgTools, choose_pg_tools
+from tasks.postgres import ServerInfo, inspect_database
+from tasks.store import BackupStore, open_backup_store
+
+
+class BackupParameters(BaseModel):
+    """Options of one backup run."""
+
+    fingerprint: bool | None = Field(
+        None, description="Also record per-table content fingerprints (deep verification). Unset: the setting."
+    )
+    prune: bool = Field(True, description="Apply the retention policy after a successful backup.")
+    prune_dry_run: bool = Field(False, description="Only report what retention would remove.")
+
+
+@task(name="choose-pg-tools", cache_policy=NO_CACHE)
+def choose_tools(settings: RunbookSettings, info: ServerInfo) -> PgTools:
+    """Pick a pg_dump whose major version is >= the server's (checked before anything else)."""
+    tools = choose_pg_tools(info.server_major, settings.pg_bin_dir)
+    get_run_logger().info("Using pg_dump %s from %s (server %s)", tools.version, tools.bin_dir, info.server_version)
+    return tools
+
+
+@task(name="dump-database", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def dump_database(
+    dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool
+) -> Manifest:
+    """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest."""
+    logger = get_run_logger()
+    backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
+    estimate = max(info.size_bytes // 2, 1)
+    progress_id = create_progress_artifact(progress=0.0, description=f"Dump of {info.database}")
+    last = [0.0]
+
+    def on_progress(raw: int) -> None:
+        percent = min(99.0, raw * 100.0 / estimate)
+        if percent - last[0] >= 5:
+            last[0] = percent
+            update_progress_artifact(progress_id, percent)
+
+    logger.info("Dumping %s into %s", info.database, store.url)
+    started = datetime.now(timezone.utc)
+    manifest = backup_tasks.make_backup(
+        dsn,
+        store,
+        tools,
+        info,
+        backup_settings,
+        backup_id_for=lambda taken: next_free_id(started, taken),
+        connect_timeout=settings.connect_timeout,
+        flow_run_id=str(flow_run.get_id() or ""),
+        on_progress=on_progress,
+        log=logger.info,
+    )
+    update_progress_artifact(progress_id, 100.0)
+    logger.info("Backup %s DONE: %s, sha256 %s", manifest.id, human_size(manifest.size_bytes), manifest.sha256)
+    return manifest
+
+
+@flow(name="backup")
+def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
+    """Back up the platform's database (§6.1): pg_dump of one consistent snapshot,
+    zstd-compressed and streamed to the backup store with its sha256, a manifest with
+    exact row counts of that snapshot, then the retention policy (§6.3: hourly, RPO 1 h)."""
+    settings, target = prepare()
+    store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
+    info = inspect_database(target.dsn, settings.connect_timeout)
+    tools = choose_tools(settings, info)
+    fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
+    manifest = dump_database(target.dsn, store, tools, info, settings, fingerprint)
+
+    retention: dict[str, Any] | None = None
+    if params.prune:
+        from flows.backup_prune import apply_retention
+
+        retention = apply_retention(settings, store, info.database, dry_run=params.prune_dry_run)
+
+    summary = {
+        "backup_id": manifest.id,
+        "status": manifest.status.value,
+        "database": manifest.database,
+        "store": store.url,
+        "size_bytes": manifest.size_bytes,
+        "raw_bytes": manifest.raw_bytes,
+        "sha256": manifest.sha256,
+        "snapshot_at": manifest.snapshot_at.isoformat() if manifest.snapshot_at else None,
+        "seconds": round(((manifest.finished_at or manifest.started_at) - manifest.started_at).total_seconds(), 2),
+        "tables": manifest.tables,
+        "fingerprints": bool(manifest.fingerprints),
+        "retention": retention,
+    }
+    create_markdown_artifact(
+        key=artifact_key("backup", info.database),
+        markdown=_report(manifest, store.url, retention),
+        description=f"Backup {manifest.id} of {info.database}",
+    )
+    return summary
+
+
+def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None) -> str:
+    lines = [
+        f"# Backup {manifest.id}: {manifest.status.value}",
+        "",
+        f"- database: `{manifest.database}` (PostgreSQL {manifest.server_version}, pg_dump {manifest.pg_dump_version})",
+        f"- store: `{store_url}`",
+        f"- snapshot: {manifest.snapshot_at.isoformat() if manifest.snapshot_at else '-'}",
+        f"- size: {human_size(manifest.size_bytes)} compressed, {human_size(manifest.raw_bytes)} raw ({manifest.compression})",
+        f"- sha256: `{manifest.sha256}`",
+        "",
+        "| table | rows |",
+        "|---|---:|",
+    ]
+    lines += [f"| {table} | {rows:,} |" for table, rows in manifest.tables.items()]
+    if retention:
+        removed = retention["removed"] or ["none"]
+        verb = "would remove" if retention["dry_run"] else "removed"
+        lines += ["", f"Retention {verb}: {', '.join(removed)} (kept {retention['kept']})"]
+    return "\n".join(lines)
+

@@ -1,0 +1,281 @@
+"""``runbook <procedure> [options]``: run a procedure as a real Prefect flow run.
+
+Exit codes: 0 success; 1 the procedure ran and found a problem; 2 bad input or
+configuration, detected before anything was touched (one message, no traceback).
+``--json`` prints the flow's result as one JSON object on stdout and nothing else there.
+With ``PREFECT_API_URL`` set the run is recorded on that server; otherwise Prefect's
+ephemeral mode is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from runbook.errors import ConfigError, RunbookError
+
+EXIT_OK, EXIT_PROBLEM, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too, with our wording
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time such as 2026-11-29T07:00:00+09:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --json may come before or after the procedure; the subcommands' copy must not
+    # overwrite the top-level value with its default, hence SUPPRESS there.
+    parser = _Parser(prog="runbook", description="The platform's operations guide as Prefect flows.")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as one JSON object on stdout"
+    )
+    sub = parser.add_subparsers(dest="procedure", metavar="<procedure>", parser_class=_Parser)
+
+    p = sub.add_parser("backup", parents=[common], help="back up the database (§6.1)")
+    p.add_argument("--fingerprint", action=argparse.BooleanOptionalAction, default=None, help="record content fingerprints")
+    p.add_argument("--no-prune", dest="prune", action="store_false", help="skip retention after the backup")
+    p.add_argument("--prune-dry-run", action="store_true", help="only report what retention would remove")
+
+    p = sub.add_parser("backup-verify", parents=[common], help="verify a backup (§6.2)")
+    p.add_argument("--backup-id", help="the backup to verify (default: the latest DONE)")
+    p.add_argument("--at", type=_parse_time, help="verify the latest DONE backup at or before this time")
+    p.add_argument("--deep", action="store_true", help="also compare content fingerprints")
+
+    sub.add_parser("backup-list", parents=[common], help="list the backups")
+
+    p = sub.add_parser("backup-prune", parents=[common], help="apply backup retention (dry run unless --apply)")
+    p.add_argument("--apply", action="store_true", help="really delete what the plan marks")
+
+    p = sub.add_parser("sandbox", parents=[common], help="the local stand-in of the platform")
+    p.add_argument("action", choices=["up", "seed", "down", "status"])
+    p.add_argument("--scale", type=_positive, default=1, help="data set size for seed (1 is about 25 MB)")
+
+    sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
+    return parser
+
+
+# --------------------------------------------------------------------------- running flows
+
+
+def _run_flow(flow_fn: Callable[..., Any], **kwargs: Any) -> tuple[bool, Any]:
+    """Run a flow and return (completed, result or exception)."""
+    state = flow_fn(**kwargs, return_state=True)
+    try:
+        result = state.result(raise_on_failure=False)
+    except BaseException as err:  # noqa: BLE001 - a crashed run has no result
+        result = err
+    return state.is_completed(), result
+
+
+def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
+    if name == "backup":
+        from flows.backup import BackupParameters, backup
+
+        params = BackupParameters(fingerprint=args.fingerprint, prune=args.prune, prune_dry_run=args.prune_dry_run)
+        return _run_flow(backup, params=params)
+    if name == "backup-verify":
+        from flows.backup_verify import VerifyParameters, backup_verify
+
+        params = VerifyParameters(backup_id=args.backup_id, at=args.at, deep=args.deep)
+        return _run_flow(backup_verify, params=params)
+    if name == "backup-list":
+        from flows.backup_list import backup_list
+
+        return _run_flow(backup_list)
+    if name == "backup-prune":
+        from flows.backup_prune import PruneParameters, backup_prune
+
+        return _run_flow(backup_prune, params=PruneParameters(dry_run=not args.apply))
+    raise UsageError(f"unknown procedure {name!r}")
+
+
+def _sandbox(args: argparse.Namespace) -> dict[str, Any]:
+    from runbook.settings import load_settings
+    from sandbox.platform import Sandbox
+
+    settings = load_settings()
+    box = Sandbox(settings.home)
+    if args.action == "up":
+        box.up()
+        return {"sandbox": "up", "home": str(box.home.resolve()), "store": str(box.store)}
+    if args.action == "seed":
+        counts = box.seed(args.scale)
+        return {"sandbox": "seeded", "scale": args.scale, "rows": counts}
+    if args.action == "down":
+        return {"sandbox": "down" if box.down() else "was not running"}
+    return {"sandbox": "running" if box.is_running() else "stopped", "home": str(box.home.resolve()), "data": box.describe()}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _human(name: str, result: Any) -> str:
+    if not isinstance(result, dict):
+        return str(result)
+    if name == "backup":
+        line = f"backup {result['backup_id']} {result['status']}: {result['size_bytes']:,} bytes in {result['seconds']} s, sha256 {result['sha256']}"
+        retention = result.get("retention")
+        if retention:
+            verb = "would remove" if retention["dry_run"] else "removed"
+            line += f"\nretention {verb} {len(retention['removed'])} backup(s), kept {retention['kept']}"
+        return line
+    if name == "backup-verify":
+        lines = [f"verification of {result['backup_id']} ({result['database']}): {result['outcome'].upper()}"]
+        for check in result["checks"]:
+            mark = "ok  " if check["ok"] else ("FAIL" if check["critical"] else "warn")
+            lines.append(f"  {mark} {check['name']}: {check['detail']}")
+        return "\n".join(lines)
+    if name == "backup-list":
+        rows = result["backups"]
+        if not rows:
+            return f"no backups of {result['database']} in {result['store']}"
+        lines = [f"{'id':<24} {'time':<26} {'size':>10} {'status':<8} {'age':>8}  verified"]
+        for row in rows:
+            lines.append(f"{row['id']:<24} {row['time']:<26} {row['size']:>10} {row['status']:<8} {row['age']:>8}  {row['verified']}")
+        return "\n".join(lines)
+    if name == "backup-prune":
+        verb = "would remove" if result["dry_run"] else "removed"
+        return f"retention {verb}: {', '.join(result['removed']) or 'nothing'} (kept {result['kept']})" + (
+            "\n(dry run: add --apply to delete)" if result["dry_run"] else ""
+        )
+    return json.dumps(result, indent=2, default=str)
+
+
+def _fail_message(result: Any) -> str:
+    if isinstance(result, BaseException):
+        text = str(result).strip()
+        return text.splitlines()[0] if text else type(result).__name__
+    if isinstance(result, dict) and result.get("failed"):
+        return "failed checks: " + ", ".join(result["failed"])
+    return "the procedure failed"
+
+
+def _install_signal_handlers() -> None:
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        print(f"runbook: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not args.procedure:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    as_json = args.json
+    _install_signal_handlers()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    def emit(payload: Any, code: int) -> int:
+        if as_json:
+            sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        return code
+
+    try:
+        from runbook.settings import load_settings
+
+        load_settings()  # bad settings exit 2 before any flow run starts
+        if args.procedure == "sandbox":
+            payload = _sandbox(args)
+            if not as_json:
+                print(json.dumps(payload, indent=2, default=str))
+            return emit(payload, EXIT_OK)
+        if args.procedure == "demo":
+            return _demo(as_json)
+        completed, result = _procedure(args.procedure, args)
+    except (ConfigError, ValidationError) as err:
+        message = str(err).splitlines()[0] if isinstance(err, ConfigError) else _validation_message(err)
+        print(f"runbook: {message}", file=sys.stderr)
+        return emit({"error": message, "exit_code": EXIT_BAD_INPUT}, EXIT_BAD_INPUT)
+    except KeyboardInterrupt as err:
+        print(f"runbook: interrupted ({err})", file=sys.stderr)
+        return 130
+
+    if completed:
+        if not as_json:
+            print(_human(args.procedure, result))
+        return emit(result, EXIT_OK)
+    if isinstance(result, ConfigError):
+        print(f"runbook: {_fail_message(result)}", file=sys.stderr)
+        return emit({"error": _fail_message(result), "exit_code": EXIT_BAD_INPUT}, EXIT_BAD_INPUT)
+    if isinstance(result, dict):
+        if not as_json:
+            print(_human(args.procedure, result))
+        print(f"runbook: {args.procedure} failed: {_fail_message(result)}", file=sys.stderr)
+        return emit(result, EXIT_PROBLEM)
+    print(f"runbook: {args.procedure} failed: {_fail_message(result)}", file=sys.stderr)
+    return emit({"error": _fail_message(result), "exit_code": EXIT_PROBLEM}, EXIT_PROBLEM)
+
+
+def _validation_message(err: ValidationError) -> str:
+    problem = err.errors()[0]
+    return f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
+
+
+def _demo(as_json: bool) -> int:
+    """The README's first command: a sandbox with data, one backup, its verification."""
+    from runbook.settings import load_settings
+    from sandbox.platform import Sandbox
+
+    settings = load_settings()
+    box = Sandbox(settings.home)
+    if box.describe() is None:
+        counts = box.seed(1)
+        if not as_json:
+            print(f"sandbox seeded under {Path(settings.home).resolve()}: {counts}", file=sys.stderr)
+    args = argparse.Namespace(fingerprint=True, prune=True, prune_dry_run=False)
+    completed, backup_result = _procedure("backup", args)
+    if not completed:
+        print(f"runbook: backup failed: {_fail_message(backup_result)}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if not as_json:
+        print(_human("backup", backup_result))
+    verify_args = argparse.Namespace(backup_id=backup_result["backup_id"], at=None, deep=True)
+    completed, verify_result = _procedure("backup-verify", verify_args)
+    if as_json:
+        sys.stdout.write(json.dumps({"backup": backup_result, "verification": verify_result}, default=str) + "\n")
+    else:
+        print(_human("backup-verify", verify_result))
+    return EXIT_OK if completed else EXIT_PROBLEM
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""Backups in the store: the catalog of manifests, making a backup, fetching one,
+recording a verification, pruning.
+
+A backup is three objects under ``<database>/`` in the store: the dump
+(``backup_YYYYMMDD_HHMMSS.dump.zst``), its manifest (``.manifest.json``) and, once
+verified, the verification outcome (``.verification.json``). The manifest is
+written STARTED before the dump, and DONE only after the dump is complete in the
+store; every reader ignores backups that are not DONE.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from runbook.backups import (
+    BackupStatus,
+    Manifest,
+    RetentionDecision,
+    Verification,
+    dump_key,
+    ids_in,
+    manifest_key,
+    verification_key,
+)
+from runbook.errors import BackupError, ConfigError, StoreError
+from runbook.retry import RETRIES, backoff, retry_transient
+from runbook.settings import BackupSettings
+from tasks import postgres
+from tasks.pgtools import DumpResult, FetchResult, PgTools, fetch_dump, stream_dump
+from tasks.store import BackupStore, ObjectMissing, get_json, put_json
+
+LOCK_NAME = "runbook backup"
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def read_manifest(store: BackupStore, database: str, backup_id: str) -> Manifest:
+    try:
+        return Manifest.model_validate(get_json(store, manifest_key(database, backup_id)))
+    except ObjectMissing:
+        raise ConfigError(f"no manifest for {backup_id} in {store.url}: run backup-list to see the backups") from None
+    except ValueError as err:
+        raise StoreError(f"the manifest of {backup_id} is unreadable: {first_line(err)}") from None
+
+
+def read_catalog(store: BackupStore, database: str) -> tuple[list[Manifest], dict[str, Verification]]:
+    """Every manifest of ``database`` (oldest first) and the verifications recorded."""
+    keys = store.list_keys(f"{database}/")
+    manifests: list[Manifest] = []
+    for backup_id in ids_in(keys):
+        try:
+            manifests.append(Manifest.model_validate(get_json(store, manifest_key(database, backup_id))))
+        except (ValueError, StoreError):
+            continue  # an unreadable manifest is not a usable backup
+    verifications: dict[str, Verification] = {}
+    present = set(keys)
+    for manifest in manifests:
+        key = verification_key(database, manifest.id)
+        if key in present:
+            try:
+                verifications[manifest.id] = Verification.model_validate(get_json(store, key))
+            except (ValueError, StoreError):
+                continue
+    return manifests, verifications
+
+
+@task(name="read-catalog", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def read_catalog_task(store: BackupStore, database: str) -> tuple[list[Manifest], dict[str, Verification]]:
+    """Read the manifests and verification outcomes of a database's backups."""
+    get_run_logger().info("Reading the backup catalog of %s in %s", database, store.url)
+    return read_catalog(store, database)
+
+
+def clean_up_interrupted(store: BackupStore, database: str) -> list[str]:
+    """Under the backup lock nothing else is writing: a STARTED manifest is a backup
+    that was killed. Mark it FAILED and abort its unfinished upload."""
+    store.cleanup_incomplete(f"{database}/")
+    marked = []
+    manifests, _ = read_catalog(store, database)
+    for manifest in manifests:
+        if manifest.status is BackupStatus.STARTED:
+            manifest.status = BackupStatus.FAILED
+            manifest.error = "interrupted: the backup process stopped before finishing"
+            manifest.finished_at = manifest.finished_at or datetime.now(timezone.utc)
+            put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+            marked.append(manifest.id)
+    return marked
+
+
+# --------------------------------------------------------------------------- making a backup
+
+
+def _count_in_snapshot(
+    dsn: str, snapshot_id: str, tables: list[str], fingerprint: bool, out: dict[str, Any], connect_timeout: int
+) -> None:
+    """Row counts (and fingerprints) in the dump's snapshot, on a second connection."""
+    try:
+        with postgres.session(dsn, application="runbook backup counts", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+            out["counts"] = postgres.count_rows(conn, tables)
+            if fingerprint:
+                out["fingerprints"] = postgres.fingerprint_tables(conn, tables)
+            conn.execute("COMMIT")
+    except BaseException as err:  # noqa: BLE001 - handed to the caller
+        out["error"] = err
+
+
+def make_backup(
+    dsn: str,
+    store: BackupStore,
+    tools: PgTools,
+    info: postgres.ServerInfo,
+    backup_settings: BackupSettings,
+    *,
+    backup_id_for: Callable[[list[str]], str],
+    connect_timeout: int = 10,
+    flow_run_id: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    log: Callable[..., None] | None = None,
+) -> Manifest:
+    """Take the backup lock, export a snapshot, count rows in it, stream pg_dump of that
+    snapshot into the store, and write the manifest DONE last (FAILED on any error)."""
+    say = log or (lambda *args: None)
+    database = info.database
+    with postgres.session(dsn, application="runbook backup", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
+        postgres.try_advisory_lock(conn, f"{LOCK_NAME} {database}")
+        interrupted = clean_up_interrupted(store, database)
+        if interrupted:
+            say("Marked interrupted backups FAILED: %s", ", ".join(interrupted))
+        taken = ids_in(store.list_keys(f"{database}/"))
+        snapshot = postgres.export_snapshot(conn)
+        manifest = Manifest(
+            id=backup_id_for(taken),
+            status=BackupStatus.STARTED,
+            database=database,
+            server_version=info.server_version,
+            pg_dump_version=tools.version,
+            compression=f"zstd:{backup_settings.zstd_level}",
+            started_at=datetime.now(timezone.utc),
+            snapshot_at=snapshot.taken_at,
+            flow_run_id=flow_run_id,
+        )
+        put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+        say("Backup %s of %s started (snapshot %s)", manifest.id, database, snapshot.snapshot_id)
+        try:
+            counted: dict[str, Any] = {}
+            counter = threading.Thread(
+                target=_count_in_snapshot,
+                args=(dsn, snapshot.snapshot_id, snapshot.tables, backup_settings.fingerprint, counted, connect_timeout),
+                daemon=True,
+            )
+            counter.start()
+            writer = store.open_writer(dump_key(database, manifest.id))
+            try:
+                result: DumpResult = stream_dump(
+                    tools,
+                    dsn,
+                    writer,
+                    snapshot_id=snapshot.snapshot_id,
+                    zstd_level=backup_settings.zstd_level,
+                    zstd_threads=backup_settings.zstd_threads,
+                    on_progress=on_progress,
+                )
+                counter.join()
+                if "error" in counted:
+                    raise BackupError(f"counting rows in the snapshot failed: {first_line(counted['error'])}")
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            manifest.tables = counted["counts"]
+            manifest.fingerprints = counted.get("fingerprints")
+            manifest.size_bytes = result.size_bytes
+            manifest.raw_bytes = result.raw_bytes
+            manifest.sha256 = result.sha256
+            manifest.finished_at = datetime.now(timezone.utc)
+            manifest.status = BackupStatus.DONE
+            put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+        except BaseException as err:
+            manifest.status = BackupStatus.FAILED
+            manifest.error = first_line(err) if not isinstance(err, KeyboardInterrupt) else "interrupted"
+            manifest.finished_at = datetime.now(timezone.utc)
+            try:
+                put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+            except Exception:  # noqa: BLE001 - the next backup marks a STARTED manifest FAILED
+                pass
+            raise
+        finally:
+            if not conn.closed:
+                conn.execute("ROLLBACK")
+    return manifest
+
+
+# --------------------------------------------------------------------------- fetch, record, prune
+
+
+@task(name="fetch-backup", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def fetch_backup(store: BackupStore, manifest: Manifest, target: Path) -> FetchResult:
+    """Download a dump, hashing the stored bytes and decompressing it to ``target``."""
+    get_run_logger().info("Fetching %s from %s", manifest.dump_key, store.url)
+    return fetch_dump(store.iter_chunks(manifest.dump_key), target)
+
+
+@task(name="record-verification", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def record_verification(store: BackupStore, manifest: Manifest, verification: Verification) -> None:
+    """Store the verification outcome beside the manifest, for backup-list and retention."""
+    get_run_logger().info("Recording verification of %s: %s", manifest.id, verification.outcome)
+    put_json(store, verification_key(manifest.database, manifest.id), verification.model_dump(mode="json"))
+
+
+def prune(store: BackupStore, database: str, decisions: list[RetentionDecision], *, dry_run: bool) -> list[str]:
+    """Delete the backups the plan marks for removal (manifest first, so no reader
+    sees a DONE backup whose dump is gone), plus dumps left without a manifest."""
+    doomed = [d.backup_id for d in decisions if not d.keep]
+    if dry_run:
+        return doomed
+    for backup_id in doomed:
+        store.delete(manifest_key(database, backup_id))
+        store.delete(dump_key(database, backup_id))
+        store.delete(verification_key(database, backup_id))
+    keys = store.list_keys(f"{database}/")
+    with_manifest = set(ids_in(keys))
+    for key in keys:
+        name = key.rsplit("/", 1)[-1]
+        backup_id = name.split(".", 1)[0]
+        if backup_id.startswith("backup_") and backup_id not in with_manifest:
+            store.delete(key)
+    return doomed
