@@ -411,9 +411,14 @@ def check_store(store: BackupStore) -> None:
         except Exception as err:
             from botocore.exceptions import ClientError
 
-            if isinstance(err, ClientError) and str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
-                raise StoreError(
-                    f"the bucket {store.bucket!r} does not exist: create it or fix RUNBOOK_BACKUP_STORE"
+            code = str(err.response.get("Error", {}).get("Code")) if isinstance(err, ClientError) else ""
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigError(
+                    f"RUNBOOK_BACKUP_STORE: the bucket {store.bucket!r} does not exist; create it or name another"
+                ) from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise ConfigError(
+                    f"RUNBOOK_BACKUP_STORE: access to the bucket {store.bucket!r} was denied; check the AWS credentials"
                 ) from None
             raise translate_s3_error(err, f"open {store.url}") from err
     else:

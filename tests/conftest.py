@@ -1,0 +1,142 @@
+"""Shared fixtures: a real PostgreSQL server (pgserver), a real S3 endpoint (moto's
+server on 127.0.0.1), one Prefect test harness for the whole session.
+
+Each test gets its own database, copied from a seeded template (fast), and its own
+backup store (a folder, or a fresh bucket), passed to runbook through the same
+``RUNBOOK_*`` environment variables an operator would set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from tests.servers import free_port, start_moto  # noqa: E402
+
+TEMPLATE = "platform_template"
+ANCHOR = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness() -> Iterator[str]:
+    """One Prefect server for the session; flows run as real flow runs against it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 server started for the session, with a seeded template database."""
+    from sandbox.platform import Sandbox, load_schema, seed_database
+
+    home = tmp_path_factory.mktemp("pg")
+    box = Sandbox(home)
+    server = box._server()
+    admin = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    template = server.get_uri(TEMPLATE)
+    load_schema(template)
+    seed_database(template, scale=1, anchor=ANCHOR)
+    yield admin
+    box.down()
+
+
+@dataclass
+class Platform:
+    """One test's database and store, and the environment that points runbook at them."""
+
+    admin_dsn: str
+    dsn: str
+    database: str
+    store_url: str
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+
+def clone_database(admin_dsn: str, name: str) -> str:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+    from tasks.postgres import with_database
+
+    return with_database(admin_dsn, name)
+
+
+def _dsn_url(admin_dsn: str, database: str) -> str:
+    """A postgresql:// URL (what RUNBOOK_DATABASE_URL takes) for a database on the test server."""
+    from tasks.postgres import parse_dsn
+
+    params = parse_dsn(admin_dsn)
+    return f"postgresql://{params.get('user', 'postgres')}@/{database}?host={params['host']}"
+
+
+@pytest.fixture
+def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A fresh copy of the seeded platform database and an empty local store."""
+    name = f"t_{secrets.token_hex(4)}"
+    clone_database(pg_admin_dsn, name)
+    dsn = _dsn_url(pg_admin_dsn, name)
+    store = tmp_path / "backups"
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
+    monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
+    monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
+    yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass
+class S3:
+    endpoint: str
+    client: object
+
+    def new_bucket(self) -> str:
+        bucket = f"rb-{secrets.token_hex(4)}"
+        self.client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        return bucket
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    """moto's S3 server on 127.0.0.1, spoken to over HTTP by boto3."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server, endpoint = start_moto(free_port())
+    from tasks.store import make_s3_client
+
+    yield S3(endpoint=endpoint, client=make_s3_client(endpoint))
+    server.stop()
+
+
+@pytest.fixture
+def s3_platform(platform: Platform, s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    """The platform with its backups in a fresh S3 bucket."""
+    bucket = s3_server.new_bucket()
+    platform.store_url = f"s3://{bucket}/backups"
+    monkeypatch.setenv("RUNBOOK_BACKUP_STORE", platform.store_url)
+    monkeypatch.setenv("RUNBOOK_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("RUNBOOK_BACKUP__PART_SIZE_MB", "5")
+    return platform
+
+
+def scratch_databases(admin_dsn: str) -> list[str]:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'runbook_verify_%'")]

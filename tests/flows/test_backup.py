@@ -1,0 +1,152 @@
+"""The backup flow against a real PostgreSQL and real stores, as real flow runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from flows.backup import BackupParameters, backup
+from runbook.backups import BackupStatus, Manifest
+from runbook.errors import ConcurrencyError, ConfigError
+from tasks.postgres import advisory_key
+from tasks.store import open_store
+from tests.conftest import Platform
+
+
+def _manifest(store_url: str, database: str, backup_id: str, **kwargs) -> Manifest:  # type: ignore[no-untyped-def]
+    store = open_store(store_url, **kwargs)
+    return Manifest.model_validate_json(store.get_bytes(f"{database}/{backup_id}.manifest.json"))
+
+
+def test_backup_to_a_folder_records_exact_counts_and_checksum(platform: Platform) -> None:
+    with platform.connect() as conn:
+        expected = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("users", "system_logs")}
+
+    result = backup(BackupParameters(prune=False))
+
+    manifest = _manifest(platform.store_url, platform.database, result["backup_id"])
+    assert manifest.status is BackupStatus.DONE
+    assert manifest.tables["public.users"] == expected["users"]
+    assert manifest.tables["public.system_logs"] == expected["system_logs"]
+    assert manifest.server_version.startswith("16")
+    assert manifest.pg_dump_version.startswith("16")
+    assert manifest.snapshot_at is not None and manifest.started_at <= manifest.finished_at  # type: ignore[operator]
+    dump = Path(platform.store_url, platform.database, f"{manifest.id}.dump.zst").read_bytes()
+    assert len(dump) == manifest.size_bytes
+    assert hashlib.sha256(dump).hexdigest() == manifest.sha256
+    assert manifest.id.startswith("backup_") and len(manifest.id) == len("backup_20261129_073000")
+
+
+def test_counts_are_taken_in_the_dump_snapshot_not_after(platform: Platform) -> None:
+    """Rows written while the dump runs are neither counted nor dumped."""
+    with psycopg.connect(platform.dsn) as conn:
+        before = conn.execute("SELECT count(*) FROM system_logs").fetchone()[0]
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(platform.dsn, autocommit=True) as conn:
+            for _ in range(2000):  # bounded
+                if stop.is_set():
+                    return
+                conn.execute("INSERT INTO system_logs (level, message) VALUES ('INFO', 'during backup')")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = backup(BackupParameters(prune=False, fingerprint=True))
+    finally:
+        stop.set()
+        thread.join()
+    manifest = _manifest(platform.store_url, platform.database, result["backup_id"])
+    with psycopg.connect(platform.dsn) as conn:
+        after = conn.execute("SELECT count(*) FROM system_logs").fetchone()[0]
+        committed_before_snapshot = conn.execute(
+            "SELECT count(*) FROM system_logs WHERE message <> 'during backup' OR created_at < %s",
+            (manifest.snapshot_at,),
+        ).fetchone()[0]
+    # rows written after the snapshot are not counted, rows before it all are
+    assert before <= committed_before_snapshot - 1 <= manifest.tables["public.system_logs"] < after
+    assert manifest.fingerprints and manifest.fingerprints["public.system_logs"].startswith(
+        f"{manifest.tables['public.system_logs']}:"
+    )
+
+
+def test_backup_to_s3_is_a_completed_multipart_upload(s3_platform: Platform, s3_server) -> None:  # type: ignore[no-untyped-def]
+    result = backup(BackupParameters(prune=False))
+    bucket = s3_platform.store_url.removeprefix("s3://").split("/")[0]
+    key = f"backups/{s3_platform.database}/{result['backup_id']}.dump.zst"
+    body = s3_server.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result["sha256"]
+    manifest = json.loads(
+        s3_server.client.get_object(Bucket=bucket, Key=key.replace(".dump.zst", ".manifest.json"))["Body"].read()
+    )
+    assert manifest["status"] == "DONE"
+    assert s3_server.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_second_backup_of_the_same_database_fails_at_once(platform: Platform) -> None:
+    with psycopg.connect(platform.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (advisory_key(f"runbook backup {platform.database}"),))
+        started = time.monotonic()
+        state = backup(BackupParameters(prune=False), return_state=True)
+        elapsed = time.monotonic() - started
+    assert state.is_failed()
+    with pytest.raises(ConcurrencyError, match="already running"):
+        state.result()
+    assert elapsed < 30  # no waiting for the lock
+    assert not list(Path(platform.store_url).rglob("*.manifest.json"))
+
+
+def test_pg_dump_older_than_the_server_is_refused_before_anything(platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = Path("/usr/lib/postgresql/15/bin")
+    if not (old / "pg_dump").exists():
+        pytest.skip("no PostgreSQL 15 client binaries on this machine")
+    monkeypatch.setenv("RUNBOOK_PG_BIN_DIR", str(old))
+    state = backup(BackupParameters(prune=False), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match=r"RUNBOOK_PG_BIN_DIR: .*pg_dump is version 15.* server is 16"):
+        state.result()
+    assert not Path(platform.store_url, platform.database).exists() or not any(Path(platform.store_url, platform.database).iterdir())
+
+
+def _pg_dump_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.name() == "pg_dump"]
+
+
+def test_a_dump_killed_midway_leaves_a_failed_manifest_and_no_upload(s3_platform: Platform, s3_server) -> None:  # type: ignore[no-untyped-def]
+    """pg_dump is held on a table lock, then killed: the backup ends FAILED, its
+    multipart upload is aborted, and no DONE manifest exists."""
+    bucket = s3_platform.store_url.removeprefix("s3://").split("/")[0]
+    with psycopg.connect(s3_platform.dsn) as blocker:
+        blocker.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+        outcome: dict[str, object] = {}
+        thread = threading.Thread(
+            target=lambda: outcome.setdefault("state", backup(BackupParameters(prune=False), return_state=True))
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not _pg_dump_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victims = _pg_dump_children()
+        assert victims, "pg_dump never started"
+        time.sleep(0.5)
+        assert s3_server.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        for proc in victims:
+            proc.kill()
+        thread.join(timeout=120)
+        blocker.rollback()
+    state = outcome["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    assert s3_server.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    keys = [o["Key"] for o in s3_server.client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert not any(k.endswith(".dump.zst") for k in keys)
+    manifests = [json.loads(s3_server.client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys if k.endswith(".manifest.json")]
+    assert [m["status"] for m in manifests] == ["FAILED"]
+    assert "pg_dump was killed" in manifests[0]["error"]
