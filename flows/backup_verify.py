@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
-from runbook.backups import BackupStatus, Manifest, Verification, human_size, select_backup, size_watch
+from runbook.backups import BackupStatus, Manifest, Verification, dump_key, human_size, select_backup, size_watch
 from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key
@@ -144,6 +144,16 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
     manifests, _ = read_catalog_task(store, database)
+    if params.backup_id and params.backup_id not in {m.id for m in manifests}:
+        if dump_key(database, params.backup_id) in store.list_keys(f"{database}/"):
+            check = CheckResult(name="manifest", ok=False, detail=f"{params.backup_id} has a dump but no manifest")
+            report = {"backup_id": params.backup_id, "database": database, "store": store.url, "outcome": "failed",
+                      "deep": params.deep, "checks": [check.model_dump()], "failed": [check.name]}
+            create_markdown_artifact(
+                key=artifact_key("backup-verify", database),
+                markdown=f"# Verification of {params.backup_id}: failed\n\n" + checks_markdown([check]),
+            )
+            return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)
     manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=params.at)
     if params.deep and not manifest.fingerprints:
         raise ConfigError(

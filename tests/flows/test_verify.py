@@ -1,0 +1,135 @@
+"""backup-verify: passes on a good backup and names the failed check on a bad one.
+Every case runs a real restore into a real scratch database, dropped afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flows.backup import BackupParameters, backup
+from flows.backup_verify import VerifyParameters, backup_verify
+from tests.conftest import Platform, scratch_databases
+
+
+@pytest.fixture
+def backed_up(platform: Platform) -> tuple[Platform, str]:
+    result = backup(BackupParameters(prune=False, fingerprint=True))
+    return platform, result["backup_id"]
+
+
+def _files(platform: Platform, backup_id: str) -> tuple[Path, Path]:
+    folder = Path(platform.store_url, platform.database)
+    return folder / f"{backup_id}.dump.zst", folder / f"{backup_id}.manifest.json"
+
+
+def _verify(**kwargs):  # type: ignore[no-untyped-def]
+    state = backup_verify(VerifyParameters(**kwargs), return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def _failed(report: dict) -> set[str]:  # type: ignore[type-arg]
+    return {c["name"] for c in report["checks"] if not c["ok"] and c["critical"]}
+
+
+def test_a_good_backup_passes_deep_verification_and_the_outcome_is_recorded(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    state, report = _verify(deep=True)
+    assert state.is_completed(), report
+    assert report["backup_id"] == backup_id and report["outcome"] == "passed"
+    names = {c["name"] for c in report["checks"]}
+    for expected in (
+        "sha256",
+        "size",
+        "restore",
+        "row-count:public.users",
+        "primary-key-unique:public.user_alerts",
+        "foreign-key:public.user_sessions.user_sessions_user_id_fkey",
+        "freshness:public.system_logs.created_at",
+        "fingerprint:public.market_data",
+    ):
+        assert expected in names
+    assert "freshness:public.user_sessions.expires_at" not in names  # expiry lies in the future by design
+    recorded = json.loads(Path(platform.store_url, platform.database, f"{backup_id}.verification.json").read_text())
+    assert recorded["outcome"] == "passed" and recorded["deep"] is True
+    assert scratch_databases(platform.admin_dsn) == []
+
+
+def test_a_flipped_byte_fails_the_checksum_and_no_restore_is_tried(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    dump, _ = _files(platform, backup_id)
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    dump.write_bytes(bytes(data))
+    state, report = _verify()
+    assert state.is_failed()
+    assert "sha256" in _failed(report) and "size" not in _failed(report)
+    assert "not attempted" in next(c["detail"] for c in report["checks"] if c["name"] == "restore")
+    assert "sha256" in state.message
+    assert scratch_databases(platform.admin_dsn) == []
+
+
+def test_a_truncated_dump_fails_size_checksum_and_decompression(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    dump, _ = _files(platform, backup_id)
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) - 1000])
+    state, report = _verify()
+    assert state.is_failed()
+    assert {"size", "sha256", "decompress"} <= _failed(report)
+
+
+def test_a_missing_manifest_fails_verification_of_that_backup(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    _, manifest = _files(platform, backup_id)
+    manifest.unlink()
+    state, report = _verify(backup_id=backup_id)
+    assert state.is_failed()
+    assert _failed(report) == {"manifest"}
+
+
+def test_a_restore_missing_a_table_or_rows_fails_and_names_them(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    _, manifest_file = _files(platform, backup_id)
+    manifest = json.loads(manifest_file.read_text())
+    manifest["tables"]["public.users"] += 5  # the backup claims rows the dump does not hold
+    manifest["tables"]["public.payments"] = 12  # and a table it does not hold
+    manifest_file.write_text(json.dumps(manifest))
+    state, report = _verify()
+    assert state.is_failed()
+    assert _failed(report) == {"row-count:public.users", "table-present:public.payments"}
+    assert scratch_databases(platform.admin_dsn) == []
+
+
+def test_orphaned_foreign_keys_and_future_times_are_found(platform: Platform) -> None:
+    """A NOT VALID foreign key lets orphans in (and through pg_restore); a clock gone
+    wrong writes the future. Both are caught in the restored copy."""
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE user_sessions DROP CONSTRAINT user_sessions_user_id_fkey")
+        conn.execute(
+            "INSERT INTO user_sessions (user_id, token_hash, expires_at) VALUES (999999, 'orphan', now() + interval '1 day')"
+        )
+        conn.execute(
+            "ALTER TABLE user_sessions ADD CONSTRAINT user_sessions_user_id_fkey"
+            " FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID"
+        )
+        conn.execute("INSERT INTO system_logs (level, message, created_at) VALUES ('INFO', 'from the future', now() + interval '2 days')")
+    backup(BackupParameters(prune=False))
+    state, report = _verify()
+    assert state.is_failed()
+    assert _failed(report) == {
+        "foreign-key:public.user_sessions.user_sessions_user_id_fkey",
+        "freshness:public.system_logs.created_at",
+    }
+    details = {c["name"]: c["detail"] for c in report["checks"]}
+    assert details["foreign-key:public.user_sessions.user_sessions_user_id_fkey"] == "1 unexpected rows"
+    assert scratch_databases(platform.admin_dsn) == []
+
+
+def test_deep_verification_of_a_backup_without_fingerprints_is_refused(platform: Platform) -> None:
+    backup(BackupParameters(prune=False, fingerprint=False))
+    state, report = _verify(deep=True)
+    assert state.is_failed()
+    assert "fingerprint" in str(report)
