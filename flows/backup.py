@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from runbook.backups import Manifest, human_size, next_free_id
 from runbook.reports import artifact_key
+from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import backups as backup_tasks
@@ -40,11 +41,20 @@ def choose_tools(settings: RunbookSettings, info: ServerInfo) -> PgTools:
     return tools
 
 
-@task(name="dump-database", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+@task(
+    name="dump-database",
+    retries=RETRIES,
+    retry_delay_seconds=backoff(),
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+    timeout_seconds=6 * 3600,
+)
 def dump_database(
     dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool
 ) -> Manifest:
-    """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest."""
+    """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest.
+    A transient store or connection failure fails this attempt (its manifest FAILED, its
+    upload aborted) and the task retries as a new backup."""
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
     estimate = max(info.size_bytes // 2, 1)

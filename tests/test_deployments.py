@@ -1,0 +1,60 @@
+"""prefect.yaml: every deployment loads, its entrypoint imports, its name is its
+flow's name, its parameters fit the flow's signature, its schedules are valid."""
+
+from __future__ import annotations
+
+import importlib
+from typing import get_type_hints
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from prefect.flows import Flow
+from prefect.utilities.callables import parameter_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+def load(entrypoint: str) -> Flow:
+    path, name = entrypoint.split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, name)
+    assert isinstance(flow, Flow)
+    return flow
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_every_deployment_names_its_flow_and_fits_its_parameters(name: str) -> None:
+    deployment = DEPLOYMENTS[name]
+    flow = load(deployment["entrypoint"])
+    assert flow.name == name
+    schema = parameter_schema(flow.fn)
+    hints = get_type_hints(flow.fn)
+    for key, value in (deployment.get("parameters") or {}).items():
+        assert key in schema.properties
+        hints[key].model_validate(value)  # the deployment's values are valid for the form
+    assert flow.description, "the flow's docstring shows in the UI"
+
+
+def test_backups_run_hourly_and_verification_weekly_in_the_team_timezone() -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    hourly = DEPLOYMENTS["backup"]["schedules"][0]
+    weekly = DEPLOYMENTS["backup-verify"]["schedules"][0]
+    for schedule in (hourly, weekly):
+        CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+        ZoneInfo(schedule["timezone"])
+        assert schedule["timezone"] == "Asia/Tokyo"
+    assert hourly["cron"] == "0 * * * *"
+    assert weekly["cron"].split()[2:] == ["*", "*", "1"]
+    assert DEPLOYMENTS["backup"]["concurrency_limit"]["limit"] == 1
+    assert not DEPLOYMENTS["backup-prune"]["schedules"]
+    assert DEPLOYMENTS["backup-prune"]["parameters"]["params"]["dry_run"] is True
+
+
+def test_every_flow_module_has_a_deployment() -> None:
+    modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(DEPLOYMENTS)
