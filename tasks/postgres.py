@@ -25,6 +25,13 @@ from runbook.settings import redact_dsn
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 _PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42")  # auth, missing database, syntax/privilege
+_AUTH_MARKERS = (
+    "password authentication failed",
+    "no password supplied",
+    "authentication failed",
+    "pg_hba.conf rejects",
+    "no pg_hba.conf entry",
+)
 _TRANSIENT_MARKERS = (
     "connection refused",
     "could not connect",
@@ -46,8 +53,10 @@ def translate_pg_error(err: psycopg.Error, dsn: str, action: str) -> Exception:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     sqlstate = getattr(err, "sqlstate", None) or ""
     lowered = str(err).lower()
-    if sqlstate.startswith("28") or "password authentication failed" in lowered or "no password supplied" in lowered:
+    if sqlstate.startswith("28") or any(marker in lowered for marker in _AUTH_MARKERS):
         return ConfigError(f"{action}: PostgreSQL refused the credentials for {target}; check RUNBOOK_DATABASE_URL")
+    if "role" in lowered and "does not exist" in lowered:
+        return ConfigError(f"{action}: PostgreSQL knows no such user for {target}; check RUNBOOK_DATABASE_URL")
     if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
         return ConfigError(f"{action}: the database of {target} does not exist; check RUNBOOK_DATABASE_URL")
     if isinstance(err, psycopg.OperationalError) and (

@@ -1,0 +1,744 @@
+"""Benchmark: runbook's ``backup`` and ``backup-verify`` flows against the raw tools
+doing the same work, side by side in one run, on a sandbox database of >= 1 GiB.
+
+    /work/main/.venv/bin/python bench/backup_verify.py --scale 28
+
+Everything happens on this machine: a sandbox PostgreSQL (pgserver wheel, Unix
+socket) under ``bench/.work/``, a local folder as backup store, and a throwaway
+Prefect server (``prefect_test_harness``) on 127.0.0.1. An audit hook refuses any
+connection this process would open to a non-loopback address.
+
+Measured (each ``--repeat`` times, the order rotated, the median reported):
+
+- runbook backup: the ``backup`` flow (``prune=False``), a real flow run, wall time;
+- raw ``pg_dump -Fc`` (default compression) to a file, then ``sha256sum`` of it;
+- raw pipeline with runbook's settings: ``pg_dump -Fc -Z0 | zstd -3 -T2 | tee file | sha256sum``, then fsync;
+- runbook verify: the ``backup-verify`` flow on the backup just made, wall time;
+- raw verify of the same stored file: ``sha256sum`` + ``zstd -d`` (concurrently),
+  ``createdb``, ``pg_restore -j 2``, ``count(*)`` of each table with psql, ``dropdb``.
+
+Extras (first repetition only, ``--no-extras`` skips them) show where runbook's time
+goes: the pg_dump floor, runbook's own dump pipeline and fetch without Prefect, the
+row counting it does during a backup, and the import time of Great Expectations.
+
+Prints a table, PASS/MISS per target, and writes bench/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import platform as pyplatform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Before Prefect or Great Expectations are imported: no telemetry, a private Prefect home.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+MIN_BYTES = 1 << 30  # the issue asks for a database of at least 1 GB; 1 GiB to be safe
+MB = 1_000_000
+ZSTD = "/usr/bin/zstd"
+TABLES = ("users", "user_alerts", "market_data", "system_logs", "user_sessions")
+
+# The issue's targets.
+TARGET_SPEEDUP_VS_FC = 2.0  # runbook backup >= 2x faster than pg_dump -Fc + sha256sum
+TARGET_SIZE_VS_FC = 1.10  # ... at <= 1.1x its size
+TARGET_VS_PIPELINE = 1.15  # runbook backup <= 1.15x the raw pipeline with the same compression
+TARGET_VERIFY = 1.30  # runbook verify <= 1.3x the raw verify work
+
+
+# --------------------------------------------------------------------------- no network
+
+
+BLOCKED: list[str] = []
+
+
+def _is_local(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    if host in (None, "", "localhost") or str(host).endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _network_guard(event: str, args: tuple[Any, ...]) -> None:
+    """Refuse, in this process, any connection or name lookup that is not loopback."""
+    if event == "socket.connect":
+        sock, address = args[0], args[1]
+        if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            BLOCKED.append(f"connect {address[0]}:{address[1]}")
+            raise PermissionError(f"benchmark: no network allowed (connect to {address[0]})")
+    elif event == "socket.getaddrinfo":
+        if not _is_local(args[0]):
+            BLOCKED.append(f"getaddrinfo {args[0]!r}")
+            raise PermissionError(f"benchmark: no network allowed (lookup of {args[0]!r})")
+
+
+sys.addaudithook(_network_guard)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """System-wide (busy, total, steal) jiffies from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])
+    return total - idle, total, steal
+
+
+class Meter:
+    """Wall time plus CPU accounting of one measured step."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.seconds = 0.0
+        self.info: dict[str, Any] = {}
+
+    def __enter__(self) -> "Meter":
+        self._ticks = _cpu_ticks()
+        self._self = resource.getrusage(resource.RUSAGE_SELF)
+        self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
+        busy0, total0, steal0 = self._ticks
+        busy1, total1, steal1 = _cpu_ticks()
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        span = max(total1 - total0, 1)
+        self.info = {
+            "machine_cpu_busy_pct": round(100.0 * (busy1 - busy0) / span, 1),
+            "machine_cpu_steal_pct": round(100.0 * (steal1 - steal0) / span, 1),
+            "this_process_cpu_s": round((me.ru_utime - self._self.ru_utime) + (me.ru_stime - self._self.ru_stime), 2),
+            "child_processes_cpu_s": round(
+                (kids.ru_utime - self._children.ru_utime) + (kids.ru_stime - self._children.ru_stime), 2
+            ),
+        }
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    completed = subprocess.run(command, capture_output=True, check=False, **kwargs)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])}... failed ({completed.returncode}): {completed.stderr.decode()[-500:]}")
+    return completed
+
+
+def wait_all(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> dict[str, bytes]:
+    """Wait for a pipeline; raise naming the first stage that failed."""
+    outputs: dict[str, bytes] = {}
+    errors = []
+    for name, process in processes:
+        if any(stream is not None and not stream.closed for stream in (process.stdout, process.stderr)):
+            out, err = process.communicate()
+        else:
+            out, err = b"", b""
+            process.wait()
+        outputs[name] = out or b""
+        if process.returncode != 0:
+            errors.append(f"{name} exited {process.returncode}: {(err or b'').decode(errors='replace')[-300:]}")
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return outputs
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Db:
+    """The sandbox server as the raw tools see it (conninfo, binaries)."""
+
+    def __init__(self, dsn: str) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        self.dsn = dsn
+        self.bin = Path(POSTGRES_BIN_PATH)
+        self.params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v not in (None, "")}
+        self.env = {**os.environ}
+        if "password" in self.params:
+            self.env["PGPASSWORD"] = self.params.pop("password")
+        self.conninfo = make_conninfo("", **self.params)
+        self.database = self.params.get("dbname", "platform")
+
+    def tool(self, name: str) -> str:
+        return str(self.bin / name)
+
+    def conninfo_for(self, dbname: str) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **{**self.params, "dbname": dbname})
+
+    def sql(self, statement: str, dbname: str | None = None) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.conninfo_for(dbname or self.database), autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def settle(self) -> None:
+        """Between measurements: flush dirty buffers so one step's writes do not land on the next."""
+        self.sql("CHECKPOINT")
+        os.sync()
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def prepare_sandbox(work: Path, scale: int, reseed: bool) -> tuple[str, dict[str, Any]]:
+    from sandbox.platform import Sandbox
+
+    box = Sandbox(work / "sandbox")
+    say(f"starting the sandbox PostgreSQL under {box.pgdata}")
+    dsn = box.up()
+    comment = box.describe()
+    seeded = re.search(r"scale=(\d+)", comment or "")
+    seed_seconds = None
+    if reseed or not seeded or int(seeded.group(1)) != scale:
+        say(f"seeding scale {scale} (found: {comment or 'not seeded'}); this takes about {2 * scale} s")
+        started = time.perf_counter()
+        box.seed(scale)
+        seed_seconds = round(time.perf_counter() - started, 1)
+        comment = box.describe()
+    else:
+        say(f"reusing the seeded database: {comment}")
+    db = Db(dsn)
+    size = int(db.sql("SELECT pg_database_size(current_database())")[0][0])
+    rows = {t: int(db.sql(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}  # also warms the OS cache
+    version = db.sql("SHOW server_version")[0][0]
+    return dsn, {
+        "scale": scale,
+        "seed_comment": comment,
+        "seed_seconds": seed_seconds,
+        "database_bytes": size,
+        "at_least_1GiB": size >= MIN_BYTES,
+        "rows": rows,
+        "server_version": version,
+    }
+
+
+# --------------------------------------------------------------------------- raw side
+
+
+def raw_dump_fc(db: Db, scratch: Path) -> dict[str, Any]:
+    """pg_dump -Fc (default compression) to a file, then sha256sum of the file."""
+    target = scratch / "raw_fc.dump"
+    with Meter() as total:
+        with Meter() as dump:
+            run([db.tool("pg_dump"), "--format=custom", f"--file={target}", f"--dbname={db.conninfo}"], env=db.env)
+        with Meter() as digest:
+            sha = run(["sha256sum", str(target)]).stdout.split()[0].decode()
+    size = target.stat().st_size
+    target.unlink()
+    return {
+        "seconds": total.seconds,
+        "size_bytes": size,
+        "sha256": sha,
+        "parts": {"pg_dump -Fc -f": dump.seconds, "sha256sum": digest.seconds},
+        "cpu": total.info,
+    }
+
+
+def raw_pipeline(db: Db, scratch: Path) -> dict[str, Any]:
+    """pg_dump -Fc -Z0 | zstd -3 -T2 | tee file | sha256sum, then fsync the file
+    (runbook's local store fsyncs on commit, and pg_dump -f syncs too)."""
+    target = scratch / "raw_pipeline.dump.zst"
+    with Meter() as total:
+        with Meter() as pipe:
+            dump = subprocess.Popen(
+                [db.tool("pg_dump"), "--format=custom", "--compress=0", f"--dbname={db.conninfo}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.env,
+            )
+            zstd = subprocess.Popen([ZSTD, "-3", "-T2", "-q", "-c"], stdin=dump.stdout, stdout=subprocess.PIPE)
+            tee = subprocess.Popen(["tee", str(target)], stdin=zstd.stdout, stdout=subprocess.PIPE)
+            sha = subprocess.Popen(["sha256sum"], stdin=tee.stdout, stdout=subprocess.PIPE)
+            for upstream in (dump.stdout, zstd.stdout, tee.stdout):
+                upstream.close()  # type: ignore[union-attr]
+            digest = sha.communicate()[0].split()[0].decode()
+            wait_all([("pg_dump", dump), ("zstd", zstd), ("tee", tee), ("sha256sum", sha)])
+        with Meter() as sync:
+            fsync_path(target)
+    size = target.stat().st_size
+    target.unlink()
+    return {
+        "seconds": total.seconds,
+        "size_bytes": size,
+        "sha256": digest,
+        "parts": {"pg_dump -Z0 | zstd -3 -T2 | tee | sha256sum": pipe.seconds, "fsync": sync.seconds},
+        "cpu": total.info,
+    }
+
+
+def raw_verify(db: Db, stored: Path, scratch: Path, expected_sha: str) -> dict[str, Any]:
+    """Read the stored dump: sha256sum and zstd -d at once; createdb, pg_restore -j 2,
+    count(*) per table, dropdb."""
+    dump_file = scratch / "raw_verify.dump"
+    name = f"bench_raw_verify_{os.getpid()}"
+    target = db.conninfo_for(name)
+    parts: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    with Meter() as total:
+        try:
+            with Meter() as fetch:
+                sha = subprocess.Popen(["sha256sum", str(stored)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                unzstd = subprocess.Popen(
+                    [ZSTD, "-d", "-q", "-f", str(stored), "-o", str(dump_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+                outputs = wait_all([("sha256sum", sha), ("zstd -d", unzstd)])
+            parts["sha256sum + zstd -d"] = fetch.seconds
+            digest = outputs["sha256sum"].split()[0].decode()
+            with Meter() as create:
+                run([db.tool("createdb"), f"--maintenance-db={db.conninfo}", name], env=db.env)
+            parts["createdb"] = create.seconds
+            with Meter() as restore:
+                run(
+                    [db.tool("pg_restore"), f"--dbname={target}", "--jobs=2", "--exit-on-error", "--no-owner", str(dump_file)],
+                    env=db.env,
+                )
+            parts["pg_restore -j 2"] = restore.seconds
+            with Meter() as count:
+                command = [db.tool("psql"), f"--dbname={target}", "-At", "-v", "ON_ERROR_STOP=1"]
+                for table in TABLES:
+                    command += ["-c", f"SELECT count(*) FROM {table}"]
+                lines = run(command, env=db.env).stdout.decode().split()
+            parts["count(*) x5 (psql)"] = count.seconds
+            counts = dict(zip(TABLES, (int(v) for v in lines), strict=True))
+        finally:
+            with Meter() as drop:
+                run([db.tool("dropdb"), f"--maintenance-db={db.conninfo}", "--if-exists", "--force", name], env=db.env)
+            parts["dropdb"] = drop.seconds
+    dump_file.unlink(missing_ok=True)
+    return {
+        "seconds": total.seconds,
+        "parts": parts,
+        "sha256_ok": digest == expected_sha,
+        "rows": counts,
+        "cpu": total.info,
+    }
+
+
+# --------------------------------------------------------------------------- runbook side
+
+
+def flow_breakdown(flow_run_id: Any, wall: float) -> dict[str, Any]:
+    """The flow run's own duration and its task runs' durations, from the Prefect API.
+    Task run states reach the server as events, so poll until they are all final."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 20
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            settled = flow_run.end_time is not None and all(
+                tr.end_time is not None or (tr.state and tr.state.is_final()) for tr in task_runs
+            )
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    tasks: list[dict[str, Any]] = []
+    for tr in sorted(task_runs, key=lambda r: r.start_time or r.expected_start_time or datetime.now(timezone.utc)):
+        seconds = (tr.end_time - tr.start_time).total_seconds() if tr.start_time and tr.end_time else None
+        tasks.append({"task": re.sub(r"-[0-9a-f]{3}$", "", tr.name), "seconds": seconds, "state": tr.state_name})
+    flow_seconds = (
+        (flow_run.end_time - flow_run.start_time).total_seconds() if flow_run.start_time and flow_run.end_time else None
+    )
+    task_sum = sum(t["seconds"] or 0.0 for t in tasks)
+    return {
+        "flow_run_id": str(flow_run_id),
+        "flow_run_seconds": flow_seconds,
+        "tasks": tasks,
+        "outside_tasks_seconds": wall - task_sum,
+    }
+
+
+def runbook_backup() -> dict[str, Any]:
+    from flows.backup import BackupParameters, backup
+
+    with Meter() as wall:
+        state = backup(params=BackupParameters(prune=False), return_state=True)
+    result = state.result(raise_on_failure=True)
+    breakdown = flow_breakdown(state.state_details.flow_run_id, wall.seconds)
+    return {
+        "seconds": wall.seconds,
+        "size_bytes": result["size_bytes"],
+        "raw_bytes": result["raw_bytes"],
+        "sha256": result["sha256"],
+        "backup_id": result["backup_id"],
+        "manifest_seconds": result["seconds"],
+        "parts": {t["task"]: t["seconds"] for t in breakdown["tasks"]}
+        | {"(outside tasks: flow run setup, artifacts, teardown)": breakdown["outside_tasks_seconds"]},
+        "prefect": breakdown,
+        "cpu": wall.info,
+    }
+
+
+def runbook_verify(backup_id: str) -> dict[str, Any]:
+    from flows.backup_verify import VerifyParameters, backup_verify
+
+    with Meter() as wall:
+        state = backup_verify(params=VerifyParameters(backup_id=backup_id), return_state=True)
+    try:
+        report = state.result(raise_on_failure=False)
+    except BaseException as err:  # noqa: BLE001 - a crashed run: report it
+        report = {"outcome": f"crashed: {err}"}
+    breakdown = flow_breakdown(state.state_details.flow_run_id, wall.seconds)
+    report = report if isinstance(report, dict) else {"outcome": str(report)}
+    return {
+        "seconds": wall.seconds,
+        "completed": state.is_completed(),
+        "outcome": report.get("outcome"),
+        "failed_checks": report.get("failed"),
+        "checks": len(report.get("checks") or []),
+        "parts": {t["task"]: t["seconds"] for t in breakdown["tasks"]}
+        | {"(outside tasks: flow run setup, artifacts, teardown)": breakdown["outside_tasks_seconds"]},
+        "prefect": breakdown,
+        "cpu": wall.info,
+    }
+
+
+# --------------------------------------------------------------------------- extras
+
+
+def extras(db: Db, stored: Path, scratch: Path) -> dict[str, Any]:
+    """Where runbook's time goes, measured piece by piece (no Prefect involved)."""
+    from tasks.pgtools import choose_pg_tools, fetch_dump, stream_dump
+    from tasks.store import LocalStore
+
+    out: dict[str, Any] = {}
+
+    db.settle()
+    say("extra: pg_dump -Fc -Z0 > /dev/null (the floor of any single-stream dump)")
+    with Meter() as floor, open(os.devnull, "wb") as null:
+        subprocess.run(
+            [db.tool("pg_dump"), "--format=custom", "--compress=0", f"--dbname={db.conninfo}"], stdout=null, env=db.env, check=True
+        )
+    out["pg_dump -Fc -Z0 > /dev/null"] = {"seconds": floor.seconds, "cpu": floor.info}
+
+    db.settle()
+    say("extra: runbook's stream_dump alone (tasks.pgtools, no Prefect, no snapshot, no row counts)")
+    tools = choose_pg_tools(16)
+    store = LocalStore(scratch / "extra-store")
+    writer = store.open_writer("x.dump.zst")
+    with Meter() as pipe:
+        result = stream_dump(tools, db.dsn, writer, zstd_level=3, zstd_threads=2)
+        writer.commit()
+    out["stream_dump (python: pipe -> zstandard T2 -> sha256 -> file)"] = {
+        "seconds": pipe.seconds, "size_bytes": result.size_bytes, "cpu": pipe.info,
+    }
+
+    db.settle()
+    say("extra: count(*) of every table (what runbook's backup does beside the dump)")
+    with Meter() as counts:
+        for table in TABLES:
+            db.sql(f"SELECT count(*) FROM {table}")
+    out["count(*) x5 (runbook backup does this concurrently with the dump)"] = {"seconds": counts.seconds, "cpu": counts.info}
+
+    db.settle()
+    say("extra: runbook's fetch_dump alone (sha256 + zstandard decompress to a file)")
+    with Meter() as fetch:
+        fetch_dump(LocalStore(stored.parents[1]).iter_chunks(f"{stored.parent.name}/{stored.name}"), scratch / "fetched.dump")
+    (scratch / "fetched.dump").unlink(missing_ok=True)
+    out["fetch_dump (python: read -> sha256 -> zstandard -d -> file)"] = {"seconds": fetch.seconds, "cpu": fetch.info}
+    shutil.rmtree(scratch / "extra-store", ignore_errors=True)
+
+    say("extra: import great_expectations in a fresh interpreter")
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    with Meter() as gx:
+        subprocess.run([sys.executable, "-c", "import great_expectations, great_expectations.expectations"], env=env, check=True, capture_output=True)
+    out["import great_expectations (fresh python)"] = {"seconds": gx.seconds, "cpu": gx.info}
+    with Meter() as pf:
+        subprocess.run([sys.executable, "-c", "import flows.backup, flows.backup_verify"], env=env, check=True, capture_output=True, cwd=ROOT)
+    out["import prefect + runbook flows (fresh python)"] = {"seconds": pf.seconds, "cpu": pf.info}
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(reps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
+    for name in reps[0]:
+        if name == "extras":
+            continue
+        runs = [rep[name] for rep in reps if name in rep]
+        entry: dict[str, Any] = {"seconds": median([r["seconds"] for r in runs]), "all_seconds": [r["seconds"] for r in runs]}
+        sizes = [r["size_bytes"] for r in runs if r.get("size_bytes")]
+        if sizes:
+            entry["size_bytes"] = median(sizes)
+        part_names: list[str] = []
+        for r in runs:
+            part_names += [p for p in r.get("parts", {}) if p not in part_names]
+        entry["parts"] = {
+            p: median([r["parts"][p] for r in runs if r.get("parts", {}).get(p) is not None]) for p in part_names
+        }
+        summary[name] = entry
+    return summary
+
+
+LABELS = {
+    "raw_fc": "raw pg_dump -Fc (default gzip) -f file; sha256sum",
+    "raw_pipeline": "raw pg_dump -Fc -Z0 | zstd -3 -T2 | tee file | sha256sum; fsync",
+    "runbook_backup": "runbook backup flow (prune=False)",
+    "raw_verify": "raw verify: sha256sum+zstd -d, createdb, pg_restore -j2, count(*), dropdb",
+    "runbook_verify": "runbook backup-verify flow",
+}
+
+
+def evaluate(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rb, fc, pipe = summary["runbook_backup"], summary["raw_fc"], summary["raw_pipeline"]
+    rv, raw_v = summary["runbook_verify"], summary["raw_verify"]
+    speedup = fc["seconds"] / rb["seconds"]
+    size_ratio = rb["size_bytes"] / fc["size_bytes"]
+    vs_pipe = rb["seconds"] / pipe["seconds"]
+    vs_verify = rv["seconds"] / raw_v["seconds"]
+    return [
+        {"target": "runbook backup >= 2x faster than raw pg_dump -Fc + sha256sum", "value": speedup,
+         "shown": f"{speedup:.2f}x faster ({rb['seconds']:.1f} s vs {fc['seconds']:.1f} s)",
+         "limit": f">= {TARGET_SPEEDUP_VS_FC:.2f}x", "pass": speedup >= TARGET_SPEEDUP_VS_FC},
+        {"target": "runbook backup size <= 1.1x raw pg_dump -Fc", "value": size_ratio,
+         "shown": f"{size_ratio:.3f}x ({rb['size_bytes'] / MB:.1f} MB vs {fc['size_bytes'] / MB:.1f} MB)",
+         "limit": f"<= {TARGET_SIZE_VS_FC:.2f}x", "pass": size_ratio <= TARGET_SIZE_VS_FC},
+        {"target": "runbook backup <= 1.15x raw pipeline, same compression", "value": vs_pipe,
+         "shown": f"{vs_pipe:.2f}x ({rb['seconds']:.1f} s vs {pipe['seconds']:.1f} s)",
+         "limit": f"<= {TARGET_VS_PIPELINE:.2f}x", "pass": vs_pipe <= TARGET_VS_PIPELINE},
+        {"target": "runbook verify <= 1.3x raw verify", "value": vs_verify,
+         "shown": f"{vs_verify:.2f}x ({rv['seconds']:.1f} s vs {raw_v['seconds']:.1f} s)",
+         "limit": f"<= {TARGET_VERIFY:.2f}x", "pass": vs_verify <= TARGET_VERIFY},
+    ]
+
+
+def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    db = meta["database"]
+    lines.append(
+        f"runbook backup/verify benchmark  {meta['started_at']}  ({meta['repeat']} repetition(s), medians shown)"
+    )
+    lines.append(
+        f"database: {db['database_bytes'] / MB:,.0f} MB (pg_database_size, {db['database_bytes'] / (1 << 30):.2f} GiB), "
+        f"scale {db['scale']}, PostgreSQL {db['server_version']}, {sum(db['rows'].values()):,} rows"
+        + ("" if db["at_least_1GiB"] else "  ** below 1 GiB: not the size the issue asks for **")
+    )
+    lines.append(f"machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), zstd {meta['tools']['zstd']}, "
+                 f"prefect {meta['tools']['prefect']}, great_expectations {meta['tools']['great_expectations']}")
+    lines.append("")
+    lines.append(f"{'measurement':<74} {'seconds':>9} {'size MB':>9}  {'runs (s)'}")
+    lines.append("-" * 110)
+    for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
+        entry = summary[name]
+        size = f"{entry['size_bytes'] / MB:9.1f}" if entry.get("size_bytes") else f"{'':>9}"
+        runs = ", ".join(f"{s:.1f}" for s in entry["all_seconds"])
+        lines.append(f"{LABELS[name]:<74} {entry['seconds']:9.2f} {size}  {runs}")
+        for part, seconds in entry["parts"].items():
+            lines.append(f"    {part:<70} {seconds:9.2f}")
+    first = reps[0]
+    if "runbook_verify" in first:
+        rv = first["runbook_verify"]
+        lines.append(f"    (verify outcome: {rv['outcome']}, {rv['checks']} checks, failed: {rv['failed_checks'] or 'none'})")
+    if "runbook_backup" in first:
+        rb = first["runbook_backup"]
+        lines.append(f"    (backup: {rb['raw_bytes'] / MB:,.1f} MB raw dump, manifest dump time {rb['manifest_seconds']} s)")
+    if "extras" in first:
+        lines.append("")
+        lines.append("where the time goes (extras, first repetition, no Prefect):")
+        for name, entry in first["extras"].items():
+            size = f"{entry['size_bytes'] / MB:9.1f}" if entry.get("size_bytes") else f"{'':>9}"
+            lines.append(f"    {name:<70} {entry['seconds']:9.2f} {size}")
+    lines.append("")
+    lines.append("CPU during each measurement (first repetition): machine busy % / steal %, this process CPU s, child processes CPU s")
+    for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
+        cpu = first[name]["cpu"]
+        lines.append(
+            f"    {name:<16} busy {cpu['machine_cpu_busy_pct']:5.1f}%  steal {cpu['machine_cpu_steal_pct']:4.1f}%  "
+            f"self {cpu['this_process_cpu_s']:6.2f} s  children {cpu['child_processes_cpu_s']:6.2f} s"
+        )
+    lines.append("")
+    lines.append("targets (the issue's):")
+    for t in targets:
+        lines.append(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']:<62} {t['shown']}  (target {t['limit']})")
+    if BLOCKED:
+        lines.append(f"\nnetwork attempts refused: {len(BLOCKED)} ({', '.join(sorted(set(BLOCKED))[:5])})")
+    else:
+        lines.append("\nnetwork: no non-loopback connection was attempted by this process")
+    return "\n".join(lines)
+
+
+def machine_meta() -> dict[str, Any]:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": pyplatform.python_version(), "kernel": pyplatform.release()}
+
+
+def tool_versions(db: Db) -> dict[str, str]:
+    from importlib.metadata import version
+
+    zstd = run([ZSTD, "--version"]).stdout.decode()
+    match = re.search(r"v(\d+\.\d+\.\d+)", zstd)
+    return {
+        "pg_dump": run([db.tool("pg_dump"), "--version"]).stdout.decode().strip(),
+        "zstd": match.group(1) if match else zstd.strip(),
+        "prefect": version("prefect"),
+        "great_expectations": version("great_expectations"),
+        "zstandard": version("zstandard"),
+    }
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    return {"commit": git("rev-parse", "HEAD"), "modified": [line for line in changed if "bench/.work/" not in line]}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=28, help="sandbox seed scale (28 gives ~1.1 GB; 1 is ~40 MB)")
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions of every measurement (median reported)")
+    parser.add_argument("--work", type=Path, default=BENCH / ".work", help="folder of the sandbox, store and scratch files")
+    parser.add_argument("--reseed", action="store_true", help="seed again even if the database already has this scale")
+    parser.add_argument("--no-extras", dest="extras", action="store_false", help="skip the where-the-time-goes extras")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    scratch = work / "scratch"
+    store_dir = work / "store"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(store_dir, ignore_errors=True)  # last run's backups: this run measures its own
+    scratch.mkdir()
+    started_at = datetime.now(timezone.utc)
+
+    dsn, db_meta = prepare_sandbox(work, args.scale, args.reseed)
+    db = Db(dsn)
+    say(f"database: {db_meta['database_bytes'] / MB:,.0f} MB, rows {db_meta['rows']}")
+    if not db_meta["at_least_1GiB"]:
+        say(f"WARNING: {db_meta['database_bytes'] / MB:,.0f} MB is below 1 GiB; use --scale 28 or more for the real benchmark")
+
+    os.environ["RUNBOOK_DATABASE_URL"] = dsn
+    os.environ["RUNBOOK_BACKUP_STORE"] = str(store_dir)
+    os.environ["RUNBOOK_HOME"] = str(work / "home")
+    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows.backup  # noqa: F401 - imported before timing: a process imports them once
+    import flows.backup_verify  # noqa: F401
+
+    meta: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "repeat": args.repeat,
+        "database": db_meta,
+        "machine": machine_meta(),
+        "tools": tool_versions(db),
+        "git": git_state(),
+    }
+    reps: list[dict[str, Any]] = []
+    say("starting the Prefect test server (prefect_test_harness)")
+    harness_started = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=120):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            meta["prefect_server_startup_seconds"] = round(time.perf_counter() - harness_started, 1)
+            say(f"Prefect server up in {meta['prefect_server_startup_seconds']} s")
+            for index in range(args.repeat):
+                rep: dict[str, Any] = {}
+                # Rotate the order of the three dumps so none always runs first (warmest or coldest).
+                dumps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                    ("raw_fc", lambda: raw_dump_fc(db, scratch)),
+                    ("raw_pipeline", lambda: raw_pipeline(db, scratch)),
+                    ("runbook_backup", runbook_backup),
+                ]
+                shift = index % len(dumps)
+                for name, measure in dumps[shift:] + dumps[:shift]:
+                    db.settle()
+                    say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
+                    rep[name] = measure()
+                    say(f"    {rep[name]['seconds']:.2f} s")
+                backup_id = rep["runbook_backup"]["backup_id"]
+                stored = store_dir / db.database / f"{backup_id}.dump.zst"
+                verifies: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+                    ("raw_verify", lambda: raw_verify(db, stored, scratch, rep["runbook_backup"]["sha256"])),
+                    ("runbook_verify", lambda: runbook_verify(backup_id)),
+                ]
+                if index % 2:
+                    verifies.reverse()
+                for name, measure in verifies:
+                    db.settle()
+                    say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
+                    rep[name] = measure()
+                    say(f"    {rep[name]['seconds']:.2f} s")
+                if index == 0 and args.extras:
+                    rep["extras"] = extras(db, stored, scratch)
+                reps.append(rep)
+
+    summary = summarize(reps)
+    targets = evaluate(summary)
+    meta["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["network_refused"] = BLOCKED
+    text = render(meta, summary, reps, targets)
+    print(text, flush=True)
+
+    results_dir = BENCH / "results"
+    results_dir.mkdir(exist_ok=True)
+    out = results_dir / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "targets": targets, "runs": reps}, indent=2, default=str))
+    print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
