@@ -108,6 +108,9 @@ def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_ticks() -> tuple[int, int, int]:
     """System-wide (busy, total, steal) jiffies from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -115,6 +118,60 @@ def _cpu_ticks() -> tuple[int, int, int]:
     steal = fields[7] if len(fields) > 7 else 0
     total = sum(fields[:8])
     return total - idle, total, steal
+
+
+class Ours:
+    """CPU seconds used so far by this benchmark: this process, its children (Prefect
+    server, pg_dump, zstd...) and the sandbox PostgreSQL (postmaster and backends).
+    Whatever else the machine did meanwhile is foreign load (e.g. someone's test run)."""
+
+    postmaster_pid: int | None = None
+
+    @classmethod
+    def seconds(cls) -> float:
+        import psutil
+
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        roots: list[Any] = []
+        try:
+            roots = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            pass
+        if cls.postmaster_pid:
+            try:
+                postmaster = psutil.Process(cls.postmaster_pid)
+                roots += [postmaster, *postmaster.children(recursive=True)]
+            except psutil.Error:
+                pass
+        for process in roots:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+            if process.pid == cls.postmaster_pid:  # backends that exited: reaped by the postmaster
+                total += times.children_user + times.children_system
+        return total
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25) -> dict[str, Any]:
+    """Before a measurement: wait (up to max_wait s) until the machine is idle apart from
+    us: two consecutive 1 s samples with less than ``threshold`` CPU-seconds of load."""
+    started = time.monotonic()
+    calm = 0
+    load = 0.0
+    while True:
+        busy0, _, _ = _cpu_ticks()
+        ours0 = Ours.seconds()
+        time.sleep(1.0)
+        busy1, _, _ = _cpu_ticks()
+        load = max(0.0, (busy1 - busy0) / HZ - (Ours.seconds() - ours0))
+        calm = calm + 1 if load < threshold else 0
+        waited = time.monotonic() - started
+        if calm >= 2 or waited >= max_wait:
+            return {"waited_s": round(waited, 1), "quiet": calm >= 2, "last_foreign_load_cpu_s_per_s": round(load, 2)}
 
 
 class Meter:
@@ -127,6 +184,7 @@ class Meter:
 
     def __enter__(self) -> "Meter":
         self._ticks = _cpu_ticks()
+        self._ours = Ours.seconds()
         self._self = resource.getrusage(resource.RUSAGE_SELF)
         self._children = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.start = time.perf_counter()
@@ -136,9 +194,11 @@ class Meter:
         self.seconds = time.perf_counter() - self.start
         busy0, total0, steal0 = self._ticks
         busy1, total1, steal1 = _cpu_ticks()
+        ours = Ours.seconds() - self._ours
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         span = max(total1 - total0, 1)
+        busy_s = (busy1 - busy0) / HZ
         self.info = {
             "machine_cpu_busy_pct": round(100.0 * (busy1 - busy0) / span, 1),
             "machine_cpu_steal_pct": round(100.0 * (steal1 - steal0) / span, 1),
@@ -146,6 +206,8 @@ class Meter:
             "child_processes_cpu_s": round(
                 (kids.ru_utime - self._children.ru_utime) + (kids.ru_stime - self._children.ru_stime), 2
             ),
+            "benchmark_cpu_s": round(ours, 2),
+            "foreign_cpu_s": round(max(0.0, busy_s - ours), 2),
         }
 
 
@@ -213,10 +275,16 @@ class Db:
             cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
-    def settle(self) -> None:
-        """Between measurements: flush dirty buffers so one step's writes do not land on the next."""
+    def settle(self, max_wait: float) -> dict[str, Any]:
+        """Between measurements: flush dirty buffers so one step's writes do not land on
+        the next, then wait for the machine to be quiet (other people's jobs)."""
         self.sql("CHECKPOINT")
         os.sync()
+        quiet = wait_quiet(max_wait)
+        if not quiet["quiet"]:
+            say(f"    machine still busy after {quiet['waited_s']} s "
+                f"({quiet['last_foreign_load_cpu_s_per_s']} CPU-s/s of foreign load): measuring anyway")
+        return quiet
 
 
 # --------------------------------------------------------------------------- sandbox
@@ -240,6 +308,10 @@ def prepare_sandbox(work: Path, scale: int, reseed: bool) -> tuple[str, dict[str
     else:
         say(f"reusing the seeded database: {comment}")
     db = Db(dsn)
+    try:
+        Ours.postmaster_pid = int((box.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        say("cannot read the sandbox postmaster's pid: its CPU will count as foreign load")
     size = int(db.sql("SELECT pg_database_size(current_database())")[0][0])
     rows = {t: int(db.sql(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}  # also warms the OS cache
     version = db.sql("SHOW server_version")[0][0]
@@ -438,14 +510,14 @@ def runbook_verify(backup_id: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- extras
 
 
-def extras(db: Db, stored: Path, scratch: Path) -> dict[str, Any]:
+def extras(db: Db, stored: Path, scratch: Path, max_wait: float) -> dict[str, Any]:
     """Where runbook's time goes, measured piece by piece (no Prefect involved)."""
     from tasks.pgtools import choose_pg_tools, fetch_dump, stream_dump
     from tasks.store import LocalStore
 
     out: dict[str, Any] = {}
 
-    db.settle()
+    db.settle(max_wait)
     say("extra: pg_dump -Fc -Z0 > /dev/null (the floor of any single-stream dump)")
     with Meter() as floor, open(os.devnull, "wb") as null:
         subprocess.run(
@@ -453,7 +525,7 @@ def extras(db: Db, stored: Path, scratch: Path) -> dict[str, Any]:
         )
     out["pg_dump -Fc -Z0 > /dev/null"] = {"seconds": floor.seconds, "cpu": floor.info}
 
-    db.settle()
+    db.settle(max_wait)
     say("extra: runbook's stream_dump alone (tasks.pgtools, no Prefect, no snapshot, no row counts)")
     tools = choose_pg_tools(16)
     store = LocalStore(scratch / "extra-store")
@@ -465,14 +537,14 @@ def extras(db: Db, stored: Path, scratch: Path) -> dict[str, Any]:
         "seconds": pipe.seconds, "size_bytes": result.size_bytes, "cpu": pipe.info,
     }
 
-    db.settle()
+    db.settle(max_wait)
     say("extra: count(*) of every table (what runbook's backup does beside the dump)")
     with Meter() as counts:
         for table in TABLES:
             db.sql(f"SELECT count(*) FROM {table}")
     out["count(*) x5 (runbook backup does this concurrently with the dump)"] = {"seconds": counts.seconds, "cpu": counts.info}
 
-    db.settle()
+    db.settle(max_wait)
     say("extra: runbook's fetch_dump alone (sha256 + zstandard decompress to a file)")
     with Meter() as fetch:
         fetch_dump(LocalStore(stored.parents[1]).iter_chunks(f"{stored.parent.name}/{stored.name}"), scratch / "fetched.dump")
@@ -480,13 +552,14 @@ def extras(db: Db, stored: Path, scratch: Path) -> dict[str, Any]:
     out["fetch_dump (python: read -> sha256 -> zstandard -d -> file)"] = {"seconds": fetch.seconds, "cpu": fetch.info}
     shutil.rmtree(scratch / "extra-store", ignore_errors=True)
 
+    db.settle(max_wait)
     say("extra: import great_expectations in a fresh interpreter")
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
     with Meter() as gx:
         subprocess.run([sys.executable, "-c", "import great_expectations, great_expectations.expectations"], env=env, check=True, capture_output=True)
     out["import great_expectations (fresh python)"] = {"seconds": gx.seconds, "cpu": gx.info}
     with Meter() as pf:
-        subprocess.run([sys.executable, "-c", "import flows.backup, flows.backup_verify"], env=env, check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-c", "import flows.backup, flows.backup_verify"], env=env, check=True, capture_output=True, cwd=CODE_DIR)
     out["import prefect + runbook flows (fresh python)"] = {"seconds": pf.seconds, "cpu": pf.info}
     return out
 
@@ -563,6 +636,12 @@ def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[
     )
     lines.append(f"machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), zstd {meta['tools']['zstd']}, "
                  f"prefect {meta['tools']['prefect']}, great_expectations {meta['tools']['great_expectations']}")
+    code, git = meta["runbook_code"], meta["git"]
+    if code["code"] == "worktree":
+        lines.append(f"runbook code: working tree at {git['commit'][:12]} + {len(git['modified'])} uncommitted change(s)")
+    else:
+        lines.append(f"runbook code: {code['code']} = {code['commit'][:12]}")
+    lines.append(f"Prefect test server started in {meta.get('prefect_server_startup_seconds')} s (not counted)")
     lines.append("")
     lines.append(f"{'measurement':<74} {'seconds':>9} {'size MB':>9}  {'runs (s)'}")
     lines.append("-" * 110)
@@ -587,13 +666,24 @@ def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[
             size = f"{entry['size_bytes'] / MB:9.1f}" if entry.get("size_bytes") else f"{'':>9}"
             lines.append(f"    {name:<70} {entry['seconds']:9.2f} {size}")
     lines.append("")
-    lines.append("CPU during each measurement (first repetition): machine busy % / steal %, this process CPU s, child processes CPU s")
-    for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
-        cpu = first[name]["cpu"]
-        lines.append(
-            f"    {name:<16} busy {cpu['machine_cpu_busy_pct']:5.1f}%  steal {cpu['machine_cpu_steal_pct']:4.1f}%  "
-            f"self {cpu['this_process_cpu_s']:6.2f} s  children {cpu['child_processes_cpu_s']:6.2f} s"
-        )
+    lines.append(
+        "CPU per measurement: machine busy %, CPU-s of the benchmark (this process + children + sandbox PostgreSQL),"
+    )
+    lines.append("of this process alone, and foreign CPU-s (other jobs on the machine; > 5% of wall x cores = contended)")
+    contended = 0
+    for index, rep in enumerate(reps):
+        for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
+            entry = rep[name]
+            cpu = entry["cpu"]
+            noisy = cpu["foreign_cpu_s"] > 0.05 * entry["seconds"] * (os.cpu_count() or 1)
+            contended += noisy
+            lines.append(
+                f"    #{index + 1} {name:<16} {entry['seconds']:7.2f} s  busy {cpu['machine_cpu_busy_pct']:5.1f}%  "
+                f"benchmark {cpu['benchmark_cpu_s']:6.2f}  self {cpu['this_process_cpu_s']:6.2f}  "
+                f"foreign {cpu['foreign_cpu_s']:6.2f}{'  CONTENDED' if noisy else ''}"
+            )
+    if contended:
+        lines.append(f"    ** {contended} measurement(s) shared the CPU with other jobs: rerun on a quiet machine **")
     lines.append("")
     lines.append("targets (the issue's):")
     for t in targets:
@@ -628,6 +718,31 @@ def tool_versions(db: Db) -> dict[str, str]:
     }
 
 
+CODE_PACKAGES = ("flows", "tasks", "runbook", "sandbox")
+CODE_DIR = ROOT  # where flows/, tasks/, runbook/, sandbox/ are imported from
+
+
+def use_code(rev: str, work: Path) -> dict[str, Any]:
+    """Import runbook from the working tree (default) or from a commit, extracted with
+    ``git archive`` under the work folder: a stable copy while others edit the tree."""
+    global CODE_DIR
+    if rev == "worktree":
+        return {"code": "worktree"}
+    commit = run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT).stdout.decode().strip()
+    target = work / "code" / commit
+    if not (target / "flows").is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "archive", commit, *CODE_PACKAGES], cwd=ROOT, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(target)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise RuntimeError(f"git archive {commit} failed")
+    sys.path.insert(0, str(target))  # before the editable install's finder (it is on sys.meta_path, after PathFinder)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    CODE_DIR = target
+    return {"code": rev, "commit": commit, "path": str(target)}
+
+
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -646,6 +761,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="repetitions of every measurement (median reported)")
     parser.add_argument("--work", type=Path, default=BENCH / ".work", help="folder of the sandbox, store and scratch files")
     parser.add_argument("--reseed", action="store_true", help="seed again even if the database already has this scale")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=60.0,
+        help="before each measurement wait up to this many seconds for other load on the machine to stop",
+    )
+    parser.add_argument(
+        "--code", default="worktree",
+        help="runbook code to measure: 'worktree' (default) or a git revision such as HEAD (extracted under --work)",
+    )
     parser.add_argument("--no-extras", dest="extras", action="store_false", help="skip the where-the-time-goes extras")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -660,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     scratch.mkdir()
     started_at = datetime.now(timezone.utc)
 
+    code = use_code(args.code, work)
+    if code["code"] != "worktree":
+        say(f"measuring runbook as of {code['commit'][:12]} (from {code['path']})")
     dsn, db_meta = prepare_sandbox(work, args.scale, args.reseed)
     db = Db(dsn)
     say(f"database: {db_meta['database_bytes'] / MB:,.0f} MB, rows {db_meta['rows']}")
@@ -685,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_meta(),
         "tools": tool_versions(db),
         "git": git_state(),
+        "runbook_code": code | {"flows_imported_from": str(Path(flows.backup.__file__).parent.parent)},
     }
     reps: list[dict[str, Any]] = []
     say("starting the Prefect test server (prefect_test_harness)")
@@ -703,9 +830,9 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 shift = index % len(dumps)
                 for name, measure in dumps[shift:] + dumps[:shift]:
-                    db.settle()
+                    before = db.settle(args.quiet_wait)
                     say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
-                    rep[name] = measure()
+                    rep[name] = measure() | {"before": before}
                     say(f"    {rep[name]['seconds']:.2f} s")
                 backup_id = rep["runbook_backup"]["backup_id"]
                 stored = store_dir / db.database / f"{backup_id}.dump.zst"
@@ -716,12 +843,12 @@ def main(argv: list[str] | None = None) -> int:
                 if index % 2:
                     verifies.reverse()
                 for name, measure in verifies:
-                    db.settle()
+                    before = db.settle(args.quiet_wait)
                     say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
-                    rep[name] = measure()
+                    rep[name] = measure() | {"before": before}
                     say(f"    {rep[name]['seconds']:.2f} s")
                 if index == 0 and args.extras:
-                    rep["extras"] = extras(db, stored, scratch)
+                    rep["extras"] = extras(db, stored, scratch, args.quiet_wait)
                 reps.append(rep)
 
     summary = summarize(reps)

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from runbook.backups import Manifest, human_size, next_free_id
-from runbook.reports import artifact_key
+from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
@@ -87,6 +87,7 @@ def dump_database(
 
 
 @flow(name="backup")
+@expected_failures
 def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     """Back up the platform's database (§6.1): pg_dump of one consistent snapshot,
     zstd-compressed and streamed to the backup store with its sha256, a manifest with

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from runbook.backups import plan_retention
-from runbook.reports import artifact_key
+from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
@@ -48,6 +48,7 @@ def apply_retention(settings: RunbookSettings, store: BackupStore, database: str
 
 
 @flow(name="backup-prune")
+@expected_failures
 def backup_prune(params: PruneParameters = PruneParameters()) -> dict[str, Any]:
     """Apply the backup retention policy (24 hourly, 7 daily, 4 weekly, 12 monthly by
     default). Dry run by default: the plan is published as an artifact."""

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from runbook.backups import BackupStatus, Manifest, Verification, dump_key, human_size, select_backup, size_watch
 from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.errors import ConfigError
-from runbook.reports import artifact_key
+from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
@@ -134,6 +134,7 @@ def restore_and_check(
 
 
 @flow(name="backup-verify")
+@expected_failures
 def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     """Verify a backup (§6.2): re-read it from the store and check its sha256 and size,
     restore it into a scratch database (dropped afterwards), check every table's row

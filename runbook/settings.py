@@ -134,7 +134,8 @@ class RunbookSettings(BaseSettings):
             if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parts.netloc):
                 raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name")
         elif scheme == "file":
-            if not urlsplit(value).path.startswith("/"):
+            parts = urlsplit(value)
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
                 raise ValueError("file:// needs an absolute path: file:///srv/backups")
         elif scheme and len(scheme) > 1:
             raise ValueError(f"scheme {scheme!r} is not supported: use a folder, file:///path or s3://bucket/prefix")
@@ -188,13 +189,13 @@ def check_dsn(dsn: str) -> None:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced, safe to print and log."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
-        return urlunsplit(parts._replace(query=query))
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The DSN (URL or key=value form) with its password replaced, safe to print and log."""
+    text = re.sub(r"(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", dsn)
+    parts = urlsplit(text)
+    if parts.scheme and parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return text
 
 
 def _field_env_name(loc: tuple[Any, ...]) -> str:

@@ -1,0 +1,133 @@
+"""The runbook command as an operator runs it: exit codes, --json, no secrets anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+
+from tasks.postgres import parse_dsn
+from tests.conftest import Platform
+
+SECRET = "Sup3r-Secret-pw"
+
+
+def runbook(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runbook.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli_env(platform: Platform, prefect_harness: str) -> dict[str, str]:
+    host = parse_dsn(platform.admin_dsn)["host"]
+    # the test server trusts local connections, so any password works: it must never show
+    return {
+        "PREFECT_API_URL": prefect_harness,
+        "RUNBOOK_DATABASE_URL": f"postgresql://postgres:{SECRET}@/{platform.database}?host={host}",
+    }
+
+
+def test_backup_list_verify_with_json_and_no_secret_anywhere(platform: Platform, cli_env: dict[str, str]) -> None:
+    made = runbook("--json", "backup", "--no-prune", env=cli_env)
+    assert made.returncode == 0, made.stderr
+    result = json.loads(made.stdout)  # one JSON object and nothing else on stdout
+    assert result["status"] == "DONE" and result["backup_id"].startswith("backup_")
+
+    listed = runbook("backup-list", "--json", env=cli_env)
+    assert listed.returncode == 0
+    assert [b["id"] for b in json.loads(listed.stdout)["backups"]] == [result["backup_id"]]
+
+    verified = runbook("backup-verify", "--json", env=cli_env)
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["outcome"] == "passed" and report["backup_id"] == result["backup_id"]
+
+    human = runbook("backup-list", env=cli_env)
+    assert result["backup_id"] in human.stdout and "passed" in human.stdout
+
+    for proc in (made, listed, verified, human):
+        assert SECRET not in proc.stdout and SECRET not in proc.stderr
+    for path in Path(platform.store_url).rglob("*"):
+        if path.is_file() and path.suffix == ".json":
+            assert SECRET not in path.read_text()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+        assert artifacts
+        assert not [a.key for a in artifacts if SECRET in json.dumps(a.data, default=str)]
+        runs = client.read_flow_runs()
+        assert not [r.name for r in runs if SECRET in json.dumps(r.parameters, default=str)]
+        logs = client.read_logs()
+        assert logs and not [log.message for log in logs if SECRET in log.message]
+
+
+def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli_env: dict[str, str]) -> None:
+    made = json.loads(runbook("--json", "backup", "--no-prune", env=cli_env).stdout)
+    dump = Path(platform.store_url, platform.database, f"{made['backup_id']}.dump.zst")
+    data = bytearray(dump.read_bytes())
+    data[100] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    verified = runbook("--json", "backup-verify", env=cli_env)
+    assert verified.returncode == 1
+    assert "sha256" in json.loads(verified.stdout)["failed"]
+    human = runbook("backup-verify", env=cli_env)
+    assert human.returncode == 1
+    assert "FAIL sha256" in human.stdout
+    assert "failed checks: sha256" in human.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("backup",), {"RUNBOOK_DATABASE_URL": f"postgresql://u:{SECRET}@db:54x2/p"}, "RUNBOOK_DATABASE_URL"),
+        (("backup",), {"RUNBOOK_BACKUP_STORE": "gopher://x"}, "RUNBOOK_BACKUP_STORE"),
+        (("backup-verify", "--at", "yesterday"), {}, "not an ISO time"),
+        (("backup-verify",), {}, "no DONE backup"),
+        (("backup-verify", "--backup-id", "backup_20200101_000000"), {}, "no backup backup_20200101_000000"),
+        (("no-such-procedure",), {}, "invalid choice"),
+        (("sandbox", "seed", "--scale", "-3"), {}, "must be >= 1"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_line(
+    cli_env: dict[str, str], args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    proc = runbook(*args, env={**cli_env, **env})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert SECRET not in proc.stderr and SECRET not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("runbook")]
+    assert len(errors) == 1
+
+
+def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_harness: str) -> None:
+    """No RUNBOOK_DATABASE_URL: runbook starts its own PostgreSQL, seeds it, backs up, verifies."""
+    env = {"PREFECT_API_URL": prefect_harness, "RUNBOOK_HOME": str(tmp_path / "rb")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "runbook.cli", "demo"], capture_output=True, text=True, env={**base, **env}, timeout=300
+        )
+        assert demo.returncode == 0, demo.stderr[-2000:]
+        assert "verification of backup_" in demo.stdout and "PASSED" in demo.stdout
+        assert "ok   fingerprint:public.users" in demo.stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "status"], capture_output=True, text=True, env={**base, **env}, timeout=120
+        )
+        assert json.loads(status.stdout)["sandbox"] == "running"
+        assert "scale=1" in json.loads(status.stdout)["data"]
+        assert list((tmp_path / "rb" / "backups" / "platform").glob("*.dump.zst"))
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120
+        )
+    assert json.loads(down.stdout)["sandbox"] == "down"
