@@ -19,7 +19,14 @@ Measured (each ``--repeat`` times, the order rotated, the median reported):
 
 Extras (first repetition only, ``--no-extras`` skips them) show where runbook's time
 goes: the pg_dump floor, runbook's own dump pipeline and fetch without Prefect, the
-row counting it does during a backup, and the import time of Great Expectations.
+row counting it does during a backup, both backups with zstd level 1 instead of 3,
+and the import time of Great Expectations (with and without a bytecode cache).
+
+Other people's jobs on the machine skew wall times: before each measurement the
+benchmark waits (``--quiet-wait``) for the machine to be idle, and it reports the CPU
+time other processes used during each measurement (marked CONTENDED when > 5%).
+``--code HEAD`` measures the last commit (extracted with git archive) instead of the
+working tree, for a stable copy while the tree is being edited.
 
 Prints a table, PASS/MISS per target, and writes bench/results/<timestamp>.json.
 """
@@ -38,7 +45,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -348,7 +354,7 @@ def raw_dump_fc(db: Db, scratch: Path) -> dict[str, Any]:
     }
 
 
-def raw_pipeline(db: Db, scratch: Path) -> dict[str, Any]:
+def raw_pipeline(db: Db, scratch: Path, level: int = 3) -> dict[str, Any]:
     """pg_dump -Fc -Z0 | zstd -3 -T2 | tee file | sha256sum, then fsync the file
     (runbook's local store fsyncs on commit, and pg_dump -f syncs too)."""
     target = scratch / "raw_pipeline.dump.zst"
@@ -358,7 +364,7 @@ def raw_pipeline(db: Db, scratch: Path) -> dict[str, Any]:
                 [db.tool("pg_dump"), "--format=custom", "--compress=0", f"--dbname={db.conninfo}"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=db.env,
             )
-            zstd = subprocess.Popen([ZSTD, "-3", "-T2", "-q", "-c"], stdin=dump.stdout, stdout=subprocess.PIPE)
+            zstd = subprocess.Popen([ZSTD, f"-{level}", "-T2", "-q", "-c"], stdin=dump.stdout, stdout=subprocess.PIPE)
             tee = subprocess.Popen(["tee", str(target)], stdin=zstd.stdout, stdout=subprocess.PIPE)
             sha = subprocess.Popen(["sha256sum"], stdin=tee.stdout, stdout=subprocess.PIPE)
             for upstream in (dump.stdout, zstd.stdout, tee.stdout):
@@ -373,7 +379,7 @@ def raw_pipeline(db: Db, scratch: Path) -> dict[str, Any]:
         "seconds": total.seconds,
         "size_bytes": size,
         "sha256": digest,
-        "parts": {"pg_dump -Z0 | zstd -3 -T2 | tee | sha256sum": pipe.seconds, "fsync": sync.seconds},
+        "parts": {f"pg_dump -Z0 | zstd -{level} -T2 | tee | sha256sum": pipe.seconds, "fsync": sync.seconds},
         "cpu": total.info,
     }
 
@@ -462,11 +468,20 @@ def flow_breakdown(flow_run_id: Any, wall: float) -> dict[str, Any]:
     }
 
 
-def runbook_backup() -> dict[str, Any]:
+def runbook_backup(env: dict[str, str] | None = None) -> dict[str, Any]:
     from flows.backup import BackupParameters, backup
 
-    with Meter() as wall:
-        state = backup(params=BackupParameters(prune=False), return_state=True)
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with Meter() as wall:
+            state = backup(params=BackupParameters(prune=False), return_state=True)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     result = state.result(raise_on_failure=True)
     breakdown = flow_breakdown(state.state_details.flow_run_id, wall.seconds)
     return {
@@ -511,7 +526,7 @@ def runbook_verify(backup_id: str) -> dict[str, Any]:
 
 
 def extras(db: Db, stored: Path, scratch: Path, max_wait: float) -> dict[str, Any]:
-    """Where runbook's time goes, measured piece by piece (no Prefect involved)."""
+    """Where runbook's time goes, measured piece by piece."""
     from tasks.pgtools import choose_pg_tools, fetch_dump, stream_dump
     from tasks.store import LocalStore
 
@@ -553,11 +568,32 @@ def extras(db: Db, stored: Path, scratch: Path, max_wait: float) -> dict[str, An
     shutil.rmtree(scratch / "extra-store", ignore_errors=True)
 
     db.settle(max_wait)
+    say("extra: raw pipeline and runbook backup with zstd level 1 instead of 3")
+    fast = raw_pipeline(db, scratch, level=1)
+    out["raw pg_dump -Z0 | zstd -1 -T2 | tee | sha256sum; fsync"] = {
+        "seconds": fast["seconds"], "size_bytes": fast["size_bytes"], "cpu": fast["cpu"],
+    }
+    db.settle(max_wait)
+    level1 = runbook_backup({"RUNBOOK_BACKUP__ZSTD_LEVEL": "1"})
+    out["runbook backup flow, RUNBOOK_BACKUP__ZSTD_LEVEL=1"] = {
+        "seconds": level1["seconds"], "size_bytes": level1["size_bytes"], "cpu": level1["cpu"], "parts": level1["parts"],
+    }
+
+    db.settle(max_wait)
     say("extra: import great_expectations in a fresh interpreter")
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
     with Meter() as gx:
         subprocess.run([sys.executable, "-c", "import great_expectations, great_expectations.expectations"], env=env, check=True, capture_output=True)
-    out["import great_expectations (fresh python)"] = {"seconds": gx.seconds, "cpu": gx.info}
+    out["import great_expectations (fresh python, no bytecode cache: as here)"] = {"seconds": gx.seconds, "cpu": gx.info}
+    # This machine sets PYTHONDONTWRITEBYTECODE=1 and the venv holds no .pyc: every process
+    # compiles every module. With a bytecode cache (a normal pip install) the import is cheaper.
+    cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPYCACHEPREFIX": str(WORK / "pycache")}
+    gx_import = [sys.executable, "-c", "import great_expectations, great_expectations.expectations"]
+    if not (WORK / "pycache").is_dir():
+        subprocess.run(gx_import, env=cached, check=True, capture_output=True)  # fills the cache
+    with Meter() as gx_cached:
+        subprocess.run(gx_import, env=cached, check=True, capture_output=True)
+    out["import great_expectations (fresh python, warm bytecode cache)"] = {"seconds": gx_cached.seconds, "cpu": gx_cached.info}
     with Meter() as pf:
         subprocess.run([sys.executable, "-c", "import flows.backup, flows.backup_verify"], env=env, check=True, capture_output=True, cwd=CODE_DIR)
     out["import prefect + runbook flows (fresh python)"] = {"seconds": pf.seconds, "cpu": pf.info}
@@ -661,7 +697,7 @@ def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[
         lines.append(f"    (backup: {rb['raw_bytes'] / MB:,.1f} MB raw dump, manifest dump time {rb['manifest_seconds']} s)")
     if "extras" in first:
         lines.append("")
-        lines.append("where the time goes (extras, first repetition, no Prefect):")
+        lines.append("where the time goes (extras, first repetition):")
         for name, entry in first["extras"].items():
             size = f"{entry['size_bytes'] / MB:9.1f}" if entry.get("size_bytes") else f"{'':>9}"
             lines.append(f"    {name:<70} {entry['seconds']:9.2f} {size}")
@@ -720,6 +756,7 @@ def tool_versions(db: Db) -> dict[str, str]:
 
 CODE_PACKAGES = ("flows", "tasks", "runbook", "sandbox")
 CODE_DIR = ROOT  # where flows/, tasks/, runbook/, sandbox/ are imported from
+WORK = BENCH / ".work"
 
 
 def use_code(rev: str, work: Path) -> dict[str, Any]:
@@ -774,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
-    work = args.work.resolve()
+    global WORK
+    work = WORK = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     scratch = work / "scratch"
     store_dir = work / "store"

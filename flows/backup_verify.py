@@ -164,7 +164,10 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     logger.info("Verifying %s of %s (%s)", manifest.id, database, human_size(manifest.size_bytes))
 
     checks: list[CheckResult] = []
-    with tempfile.TemporaryDirectory(prefix="runbook-verify-") as scratch:
+    work_dir = settings.verify.work_dir
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="runbook-verify-", dir=work_dir) as scratch:
         dump_file = Path(scratch) / f"{manifest.id}.dump"
         problem = None
         try:

@@ -64,6 +64,9 @@ class VerifySettings(BaseModel):
         description="Time columns that may legitimately lie after the snapshot (left out of freshness).",
     )
     size_watch: SizeWatchSettings = Field(default_factory=SizeWatchSettings)
+    work_dir: Path | None = Field(
+        None, description="Where a fetched dump is unpacked for pg_restore (needs room for it). Unset: the system temp folder."
+    )
 
 
 class RunbookSettings(BaseSettings):

@@ -203,7 +203,10 @@ def fetch_dump(chunks: Iterable[bytes], target: Path) -> FetchResult:
         for chunk in chunks:
             digest.update(chunk)
             size += len(chunk)
-            if problem is None:
+            if problem is None and chunk:
+                if decompressor.eof:
+                    problem = "unexpected bytes after the end of the dump's zstd stream"
+                    continue
                 try:
                     data = decompressor.decompress(chunk)
                 except zstandard.ZstdError as err:

@@ -58,3 +58,15 @@ def test_backups_run_hourly_and_verification_weekly_in_the_team_timezone() -> No
 def test_every_flow_module_has_a_deployment() -> None:
     modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
     assert modules == set(DEPLOYMENTS)
+
+
+def test_the_same_deployments_can_be_served_without_a_work_pool() -> None:
+    from deployments.serve import runner_deployments
+
+    built = {d.name: d for d in runner_deployments()}
+    assert set(built) == set(DEPLOYMENTS)
+    backup = built["backup"]
+    assert backup.schedules and backup.schedules[0].schedule.cron == "0 * * * *"
+    assert backup.schedules[0].schedule.timezone == "Asia/Tokyo"
+    assert backup.parameters == {"params": {"prune": True, "prune_dry_run": False}}
+    assert not built["backup-list"].schedules
