@@ -27,7 +27,7 @@ from tasks import postgres
 from tasks.backups import fetch_backup, first_line, read_catalog_task, record_verification
 from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, choose_pg_tools, restore_dump
 from tasks.store import open_backup_store
-from tasks.validation import IntegrityPlan, run_integrity_suites
+from tasks.validation import IntegrityPlan, preload, run_integrity_suites
 
 
 class VerifyParameters(BaseModel):
@@ -162,6 +162,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
             "make backups with fingerprint=true (RUNBOOK_BACKUP__FINGERPRINT=true)"
         )
     logger.info("Verifying %s of %s (%s)", manifest.id, database, human_size(manifest.size_bytes))
+    preload()  # Great Expectations imports while the dump is fetched and restored
 
     checks: list[CheckResult] = []
     work_dir = settings.verify.work_dir

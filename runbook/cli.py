@@ -164,7 +164,8 @@ def _human(name: str, result: Any) -> str:
             return f"no backups of {result['database']} in {result['store']}"
         lines = [f"{'id':<24} {'time':<26} {'size':>10} {'status':<8} {'age':>8}  verified"]
         for row in rows:
-            lines.append(f"{row['id']:<24} {row['time']:<26} {row['size']:>10} {row['status']:<8} {row['age']:>8}  {row['verified']}")
+            line = f"{row['id']:<24} {row['time']:<26} {row['size']:>10} {row['status']:<8} {row['age']:>8}  {row['verified']}"
+            lines.append(line + (f"  ({row['error']})" if row.get("error") else ""))
         return "\n".join(lines)
     if name == "backup-prune":
         verb = "would remove" if result["dry_run"] else "removed"

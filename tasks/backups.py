@@ -16,7 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prefect import get_run_logger, task
+from psycopg import sql
 from prefect.cache_policies import NO_CACHE
 
 from runbook.backups import (
@@ -110,7 +112,7 @@ def _count_in_snapshot(
     try:
         with postgres.session(dsn, application="runbook backup counts", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
             out["counts"] = postgres.count_rows(conn, tables)
             if fingerprint:
                 out["fingerprints"] = postgres.fingerprint_tables(conn, tables)
@@ -201,7 +203,10 @@ def make_backup(
             raise
         finally:
             if not conn.closed:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:  # the session is gone; closing it ends the transaction
+                    pass
     return manifest
 
 

@@ -10,6 +10,7 @@ Great Expectations takes seconds to import, so it is imported only here, lazily.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,23 @@ from tasks.postgres import ForeignKey, TableShape
 
 # The library must never try to phone home from a machine that may have no network.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+_preload: threading.Thread | None = None
+
+
+def preload() -> None:
+    """Import Great Expectations in a background thread (it takes seconds), so that it
+    is ready by the time a restore, which runs in another process, has finished."""
+    global _preload
+    if _preload is None:
+        _preload = threading.Thread(target=lambda: __import__("great_expectations"), name="gx-import", daemon=True)
+        _preload.start()
+
+
+def _wait_for_preload() -> None:
+    """Two threads importing the same package at once can see it half-initialised."""
+    if _preload is not None:
+        _preload.join()
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,7 @@ def _ident(table: str) -> str:
 
 def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
     """Per table, the (check name, expectation) pairs to run."""
+    _wait_for_preload()
     import great_expectations.expectations as gxe
 
     suites: dict[str, list[tuple[str, Any]]] = {}

@@ -30,14 +30,23 @@ from tests.conftest import Platform
 from tests.servers import FaultyS3Proxy, LateTcpForwarder, free_port
 
 
-def task_runs(state) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """How many times each task of a flow run ran (run_count counts retries)."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+def task_runs(state, expect: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """How many times each task of a flow run ran (run_count counts retries). Task runs
+    reach the server through events, a moment after the flow ends: wait for ``expect``."""
     counts: dict[str, int] = {}
-    for run in runs:
-        name = run.name.rsplit("-", 1)[0]
-        counts[name] = max(counts.get(name, 0), run.run_count)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+        counts = {}
+        for run in runs:
+            name = run.name.rsplit("-", 1)[0]
+            counts[name] = max(counts.get(name, 0), run.run_count)
+        if expect in counts and all(run.state is not None and run.state.is_final() for run in runs):
+            return counts
+        time.sleep(0.2)
     return counts
 
 
@@ -51,7 +60,7 @@ def test_postgres_refusing_connections_for_a_while_is_retried(platform: Platform
     with LateTcpForwarder(port, _socket_of(platform), delay=2.5):
         state = backup(BackupParameters(prune=False), return_state=True)
     assert state.is_completed(), state.message
-    assert task_runs(state)["inspect-database"] >= 2
+    assert task_runs(state, "inspect-database")["inspect-database"] >= 2
 
 
 def test_a_silent_server_times_out_and_is_retried_then_reported(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +78,7 @@ def test_a_silent_server_times_out_and_is_retried_then_reported(platform: Platfo
     with pytest.raises(TransientError, match="cannot reach PostgreSQL") as caught:
         state.result()
     assert "hunter2-secret" not in str(caught.value)
-    assert task_runs(state)["inspect-database"] == 4  # first try and three retries
+    assert task_runs(state, "inspect-database")["inspect-database"] == 4  # first try and three retries
 
 
 @pytest.mark.parametrize(
@@ -87,7 +96,7 @@ def test_bad_credentials_or_database_fail_at_once(platform: Platform, monkeypatc
     assert state.is_failed()
     with pytest.raises(ConfigError, match=message):
         state.result()
-    assert task_runs(state)["inspect-database"] == 1
+    assert task_runs(state, "inspect-database")["inspect-database"] == 1
     assert time.monotonic() - started < 10
 
 
@@ -97,7 +106,7 @@ def test_s3_throttling_is_retried(s3_platform: Platform, s3_server, monkeypatch:
         monkeypatch.setenv("RUNBOOK_S3_ENDPOINT_URL", proxy.endpoint)
         state = backup(BackupParameters(prune=False), return_state=True)
     assert state.is_completed(), state.message
-    assert task_runs(state)["open-backup-store"] == 2
+    assert task_runs(state, "open-backup-store")["open-backup-store"] == 2
     assert [status for _, _, status in proxy.seen].count(503) == 4
 
 
@@ -108,7 +117,7 @@ def test_s3_errors_during_the_upload_retry_the_dump_as_a_new_backup(s3_platform:
         monkeypatch.setenv("RUNBOOK_S3_ENDPOINT_URL", proxy.endpoint)
         state = backup(BackupParameters(prune=False), return_state=True)
     assert state.is_completed(), state.message
-    assert task_runs(state)["dump-database"] == 2
+    assert task_runs(state, "dump-database")["dump-database"] == 2
     bucket = s3_platform.store_url.removeprefix("s3://").split("/")[0]
     keys = [o["Key"] for o in s3_server.client.list_objects_v2(Bucket=bucket)["Contents"]]
     statuses = sorted(
@@ -127,7 +136,7 @@ def test_a_missing_bucket_fails_at_once(platform: Platform, s3_server, monkeypat
     assert state.is_failed()
     with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
         state.result()
-    assert task_runs(state)["open-backup-store"] == 1
+    assert task_runs(state, "open-backup-store")["open-backup-store"] == 1
 
 
 def test_transient_and_permanent_errors_are_told_apart() -> None:
