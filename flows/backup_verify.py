@@ -6,11 +6,17 @@ from __future__ import annotations
 import secrets
 import tempfile
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
@@ -113,7 +119,7 @@ def drop_scratch_database(dsn: str, name: str, connect_timeout: int) -> None:
 
 
 def restore_and_check(
-    settings: RunbookSettings, dsn: str, manifest: Manifest, dump_file: Path, deep: bool
+    settings: RunbookSettings, dsn: str, manifest: Manifest, dump_file: Path, deep: bool, progress: Callable[[float], None]
 ) -> list[CheckResult]:
     """Restore into a scratch database, run the integrity checks, always drop it."""
     info = postgres.inspect_database(dsn, settings.connect_timeout)
@@ -127,6 +133,7 @@ def restore_and_check(
         except Exception as err:  # noqa: BLE001 - becomes the failed check
             return [CheckResult(name="restore", ok=False, detail=first_line(err))]
         checks.append(CheckResult(name="restore", ok=True, detail=f"restored into scratch database {name}"))
+        progress(70.0)
         checks += check_integrity(scratch_dsn, manifest, settings, deep)
     finally:
         drop_scratch_database(dsn, name, settings.connect_timeout)
@@ -165,6 +172,11 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     preload()  # Great Expectations imports while the dump is fetched and restored
 
     checks: list[CheckResult] = []
+    progress_id = create_progress_artifact(progress=0.0, description=f"Verification of {manifest.id}")
+
+    def progress(percent: float) -> None:
+        update_progress_artifact(progress_id, percent)
+
     work_dir = settings.verify.work_dir
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -176,14 +188,16 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         except DumpUnreadable as err:
             fetched, problem = err.result, str(err)
         checks += checksum_checks(manifest, fetched, problem)
+        progress(30.0)
         if failed(checks, critical_only=True):
             checks.append(CheckResult(name="restore", ok=False, detail="not attempted: the stored dump does not match its manifest"))
         else:
-            checks += restore_and_check(settings, target.dsn, manifest, dump_file, params.deep)
+            checks += restore_and_check(settings, target.dsn, manifest, dump_file, params.deep, progress)
 
     previous = [m.size_bytes for m in manifests if m.status is BackupStatus.DONE and m.id < manifest.id and m.size_bytes]
     checks.append(size_watch(manifest.size_bytes or 0, previous, settings.verify.size_watch))
 
+    progress(100.0)
     result = outcome(checks)
     verification = Verification(
         backup_id=manifest.id,
