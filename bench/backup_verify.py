@@ -300,6 +300,7 @@ def prepare_sandbox(work: Path, scale: int, reseed: bool) -> tuple[str, dict[str
     from sandbox.platform import Sandbox
 
     box = Sandbox(work / "sandbox")
+    was_running = box.is_running()
     say(f"starting the sandbox PostgreSQL under {box.pgdata}")
     dsn = box.up()
     comment = box.describe()
@@ -329,6 +330,7 @@ def prepare_sandbox(work: Path, scale: int, reseed: bool) -> tuple[str, dict[str
         "at_least_1GiB": size >= MIN_BYTES,
         "rows": rows,
         "server_version": version,
+        "started_server": not was_running,
     }
 
 
@@ -603,15 +605,42 @@ def extras(db: Db, stored: Path, scratch: Path, max_wait: float) -> dict[str, An
 # --------------------------------------------------------------------------- report
 
 
+def contended(entry: dict[str, Any]) -> bool:
+    """Other jobs used more than 5% of the machine's CPU during the measurement."""
+    return entry["cpu"]["foreign_cpu_s"] > 0.05 * entry["seconds"] * (os.cpu_count() or 1)
+
+
+def measure_one(
+    db: Db, label: str, measure: Callable[[], dict[str, Any]], args: argparse.Namespace, retry: bool = True
+) -> dict[str, Any]:
+    """Settle, measure; measure again (up to --retry-contended times) when other jobs
+    took a share of the CPU meanwhile."""
+    discarded: list[float] = []
+    while True:
+        before = db.settle(args.quiet_wait)
+        say(label)
+        result = measure() | {"before": before}
+        noisy = contended(result)
+        say(f"    {result['seconds']:.2f} s" + (f"  CONTENDED ({result['cpu']['foreign_cpu_s']} CPU-s of other jobs)" if noisy else ""))
+        if noisy and retry and len(discarded) < args.retry_contended:
+            discarded.append(result["seconds"])
+            say("    measuring again")
+            continue
+        result["contended"] = noisy
+        result["discarded_contended_seconds"] = discarded
+        return result
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 def summarize(reps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
-    for name in reps[0]:
-        if name == "extras":
-            continue
+    names: list[str] = []
+    for rep in reps:
+        names += [name for name in rep if name not in names and name != "extras"]
+    for name in names:
         runs = [rep[name] for rep in reps if name in rep]
         entry: dict[str, Any] = {"seconds": median([r["seconds"] for r in runs]), "all_seconds": [r["seconds"] for r in runs]}
         sizes = [r["size_bytes"] for r in runs if r.get("size_bytes")]
@@ -632,8 +661,10 @@ LABELS = {
     "raw_pipeline": "raw pg_dump -Fc -Z0 | zstd -3 -T2 | tee file | sha256sum; fsync",
     "runbook_backup": "runbook backup flow (prune=False)",
     "raw_verify": "raw verify: sha256sum+zstd -d, createdb, pg_restore -j2, count(*), dropdb",
-    "runbook_verify": "runbook backup-verify flow",
+    "runbook_verify": "runbook backup-verify flow (1st in process: GX import)",
+    "runbook_verify_warm": "runbook backup-verify flow, later runs (GX already imported)",
 }
+MEASUREMENTS = tuple(LABELS)
 
 
 def evaluate(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -653,10 +684,17 @@ def evaluate(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         {"target": "runbook backup <= 1.15x raw pipeline, same compression", "value": vs_pipe,
          "shown": f"{vs_pipe:.2f}x ({rb['seconds']:.1f} s vs {pipe['seconds']:.1f} s)",
          "limit": f"<= {TARGET_VS_PIPELINE:.2f}x", "pass": vs_pipe <= TARGET_VS_PIPELINE},
-        {"target": "runbook verify <= 1.3x raw verify", "value": vs_verify,
+        {"target": "runbook verify (1st in process) <= 1.3x raw verify", "value": vs_verify,
          "shown": f"{vs_verify:.2f}x ({rv['seconds']:.1f} s vs {raw_v['seconds']:.1f} s)",
          "limit": f"<= {TARGET_VERIFY:.2f}x", "pass": vs_verify <= TARGET_VERIFY},
-    ]
+    ] + ([
+        {"target": "(info) runbook verify, later runs in process <= 1.3x raw verify",
+         "value": summary["runbook_verify_warm"]["seconds"] / raw_v["seconds"],
+         "shown": f"{summary['runbook_verify_warm']['seconds'] / raw_v['seconds']:.2f}x "
+                  f"({summary['runbook_verify_warm']['seconds']:.1f} s vs {raw_v['seconds']:.1f} s)",
+         "limit": f"<= {TARGET_VERIFY:.2f}x", "pass": summary["runbook_verify_warm"]["seconds"] / raw_v["seconds"] <= TARGET_VERIFY,
+         "info_only": True},
+    ] if "runbook_verify_warm" in summary else [])
 
 
 def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
@@ -681,7 +719,7 @@ def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[
     lines.append("")
     lines.append(f"{'measurement':<74} {'seconds':>9} {'size MB':>9}  {'runs (s)'}")
     lines.append("-" * 110)
-    for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
+    for name in (n for n in MEASUREMENTS if n in summary):
         entry = summary[name]
         size = f"{entry['size_bytes'] / MB:9.1f}" if entry.get("size_bytes") else f"{'':>9}"
         runs = ", ".join(f"{s:.1f}" for s in entry["all_seconds"])
@@ -706,24 +744,25 @@ def render(meta: dict[str, Any], summary: dict[str, dict[str, Any]], reps: list[
         "CPU per measurement: machine busy %, CPU-s of the benchmark (this process + children + sandbox PostgreSQL),"
     )
     lines.append("of this process alone, and foreign CPU-s (other jobs on the machine; > 5% of wall x cores = contended)")
-    contended = 0
+    n_contended = 0
     for index, rep in enumerate(reps):
-        for name in ("raw_fc", "raw_pipeline", "runbook_backup", "raw_verify", "runbook_verify"):
+        for name in (n for n in MEASUREMENTS if n in rep):
             entry = rep[name]
             cpu = entry["cpu"]
-            noisy = cpu["foreign_cpu_s"] > 0.05 * entry["seconds"] * (os.cpu_count() or 1)
-            contended += noisy
+            noisy = contended(entry)
+            n_contended += noisy
             lines.append(
-                f"    #{index + 1} {name:<16} {entry['seconds']:7.2f} s  busy {cpu['machine_cpu_busy_pct']:5.1f}%  "
+                f"    #{index + 1} {name:<19} {entry['seconds']:7.2f} s  busy {cpu['machine_cpu_busy_pct']:5.1f}%  "
                 f"benchmark {cpu['benchmark_cpu_s']:6.2f}  self {cpu['this_process_cpu_s']:6.2f}  "
                 f"foreign {cpu['foreign_cpu_s']:6.2f}{'  CONTENDED' if noisy else ''}"
+                + (f"  (discarded contended runs: {entry['discarded_contended_seconds']})" if entry.get("discarded_contended_seconds") else "")
             )
-    if contended:
-        lines.append(f"    ** {contended} measurement(s) shared the CPU with other jobs: rerun on a quiet machine **")
+    if n_contended:
+        lines.append(f"    ** {n_contended} measurement(s) shared the CPU with other jobs: rerun on a quiet machine **")
     lines.append("")
     lines.append("targets (the issue's):")
     for t in targets:
-        lines.append(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']:<62} {t['shown']}  (target {t['limit']})")
+        lines.append(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']:<66} {t['shown']}  (target {t['limit']})")
     if BLOCKED:
         lines.append(f"\nnetwork attempts refused: {len(BLOCKED)} ({', '.join(sorted(set(BLOCKED))[:5])})")
     else:
@@ -806,6 +845,11 @@ def main(argv: list[str] | None = None) -> int:
         "--code", default="worktree",
         help="runbook code to measure: 'worktree' (default) or a git revision such as HEAD (extracted under --work)",
     )
+    parser.add_argument(
+        "--retry-contended", type=int, default=1,
+        help="measure again (this many times) when other jobs used > 5%% of the CPU meanwhile",
+    )
+    parser.add_argument("--keep-server", action="store_true", help="leave the sandbox PostgreSQL running at the end")
     parser.add_argument("--no-extras", dest="extras", action="store_false", help="skip the where-the-time-goes extras")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -868,10 +912,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 shift = index % len(dumps)
                 for name, measure in dumps[shift:] + dumps[:shift]:
-                    before = db.settle(args.quiet_wait)
-                    say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
-                    rep[name] = measure() | {"before": before}
-                    say(f"    {rep[name]['seconds']:.2f} s")
+                    rep[name] = measure_one(db, f"[{index + 1}/{args.repeat}] {LABELS[name]}", measure, args)
                 backup_id = rep["runbook_backup"]["backup_id"]
                 stored = store_dir / db.database / f"{backup_id}.dump.zst"
                 verifies: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -881,10 +922,13 @@ def main(argv: list[str] | None = None) -> int:
                 if index % 2:
                     verifies.reverse()
                 for name, measure in verifies:
-                    before = db.settle(args.quiet_wait)
-                    say(f"[{index + 1}/{args.repeat}] {LABELS[name]}")
-                    rep[name] = measure() | {"before": before}
-                    say(f"    {rep[name]['seconds']:.2f} s")
+                    if name == "runbook_verify" and index > 0:
+                        name = "runbook_verify_warm"
+                    # The first verify in this process pays the Great Expectations import, as every
+                    # real flow run process does; measured again it would be warm, so it is not retried.
+                    rep[name] = measure_one(
+                        db, f"[{index + 1}/{args.repeat}] {LABELS[name]}", measure, args, retry=name != "runbook_verify"
+                    )
                 if index == 0 and args.extras:
                     rep["extras"] = extras(db, stored, scratch, args.quiet_wait)
                 reps.append(rep)
@@ -902,6 +946,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"meta": meta, "summary": summary, "targets": targets, "runs": reps}, indent=2, default=str))
     print(f"\nresults: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     shutil.rmtree(scratch, ignore_errors=True)
+    if db_meta["started_server"] and not args.keep_server:
+        from sandbox.platform import Sandbox
+
+        Sandbox(work / "sandbox").down()
+        say("stopped the sandbox PostgreSQL (it was not running before; --keep-server leaves it up)")
     return 0
 
 

@@ -33,7 +33,7 @@ from tasks import postgres
 from tasks.backups import fetch_backup, first_line, read_catalog_task, record_verification
 from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, choose_pg_tools, restore_dump
 from tasks.store import open_backup_store
-from tasks.validation import IntegrityPlan, preload, run_integrity_suites
+from tasks.validation import IntegrityPlan, IntegrityWorker
 
 
 class VerifyParameters(BaseModel):
@@ -89,7 +89,9 @@ def restore_backup(tools: PgTools, dump_file: Path, scratch_dsn: str, jobs: int)
 
 
 @task(name="check-integrity", cache_policy=NO_CACHE)
-def check_integrity(scratch_dsn: str, manifest: Manifest, settings: RunbookSettings, deep: bool) -> list[CheckResult]:
+def check_integrity(
+    scratch_dsn: str, manifest: Manifest, settings: RunbookSettings, deep: bool, worker: IntegrityWorker
+) -> list[CheckResult]:
     """Great Expectations suites in the restored database, and fingerprints when deep."""
     with postgres.session(scratch_dsn, application="runbook verify", connect_timeout=settings.connect_timeout, statement_timeout_s=settings.statement_timeout) as conn:
         shapes = postgres.table_shapes(conn)
@@ -102,7 +104,7 @@ def check_integrity(scratch_dsn: str, manifest: Manifest, settings: RunbookSetti
         snapshot_at=manifest.snapshot_at,
         future_time_columns=settings.verify.future_time_columns,
     )
-    checks = run_integrity_suites(scratch_dsn, plan)
+    checks = worker.run(scratch_dsn, plan)
     extra = sorted(set(shapes) - set(manifest.tables))
     if extra:
         checks.append(CheckResult(name="unexpected-tables", ok=False, detail=", ".join(extra), critical=False))
@@ -119,7 +121,13 @@ def drop_scratch_database(dsn: str, name: str, connect_timeout: int) -> None:
 
 
 def restore_and_check(
-    settings: RunbookSettings, dsn: str, manifest: Manifest, dump_file: Path, deep: bool, progress: Callable[[float], None]
+    settings: RunbookSettings,
+    dsn: str,
+    manifest: Manifest,
+    dump_file: Path,
+    deep: bool,
+    progress: Callable[[float], None],
+    worker: IntegrityWorker,
 ) -> list[CheckResult]:
     """Restore into a scratch database, run the integrity checks, always drop it."""
     info = postgres.inspect_database(dsn, settings.connect_timeout)
@@ -134,7 +142,7 @@ def restore_and_check(
             return [CheckResult(name="restore", ok=False, detail=first_line(err))]
         checks.append(CheckResult(name="restore", ok=True, detail=f"restored into scratch database {name}"))
         progress(70.0)
-        checks += check_integrity(scratch_dsn, manifest, settings, deep)
+        checks += check_integrity(scratch_dsn, manifest, settings, deep, worker)
     finally:
         drop_scratch_database(dsn, name, settings.connect_timeout)
     return checks
@@ -169,7 +177,6 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
             "make backups with fingerprint=true (RUNBOOK_BACKUP__FINGERPRINT=true)"
         )
     logger.info("Verifying %s of %s (%s)", manifest.id, database, human_size(manifest.size_bytes))
-    preload()  # Great Expectations imports while the dump is fetched and restored
 
     checks: list[CheckResult] = []
     progress_id = create_progress_artifact(progress=0.0, description=f"Verification of {manifest.id}")
@@ -180,6 +187,9 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     work_dir = settings.verify.work_dir
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
+    # the checks' worker starts now, so Great Expectations is imported by the time
+    # the dump is fetched and restored
+    worker = IntegrityWorker.shared()
     with tempfile.TemporaryDirectory(prefix="runbook-verify-", dir=work_dir) as scratch:
         dump_file = Path(scratch) / f"{manifest.id}.dump"
         problem = None
@@ -192,7 +202,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         if failed(checks, critical_only=True):
             checks.append(CheckResult(name="restore", ok=False, detail="not attempted: the stored dump does not match its manifest"))
         else:
-            checks += restore_and_check(settings, target.dsn, manifest, dump_file, params.deep, progress)
+            checks += restore_and_check(settings, target.dsn, manifest, dump_file, params.deep, progress, worker)
 
     previous = [m.size_bytes for m in manifests if m.status is BackupStatus.DONE and m.id < manifest.id and m.size_bytes]
     checks.append(size_watch(manifest.size_bytes or 0, previous, settings.verify.size_watch))

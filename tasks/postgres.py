@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runbook.errors import ConcurrencyError, ConfigError, TransientError
+from runbook.schema import ForeignKey, TableShape
 from runbook.settings import redact_dsn
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -242,24 +243,6 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
     row = conn.execute("SELECT pg_export_snapshot(), statement_timestamp()").fetchone()
     assert row is not None
     return Snapshot(conn=conn, snapshot_id=row[0], taken_at=row[1], tables=list_tables(conn))
-
-
-@dataclass(frozen=True)
-class TableShape:
-    """What the integrity checks need to know of a table."""
-
-    table: str
-    primary_key: list[str]
-    time_columns: list[str]
-
-
-@dataclass(frozen=True)
-class ForeignKey:
-    name: str
-    table: str
-    columns: list[str]
-    ref_table: str
-    ref_columns: list[str]
 
 
 def table_shapes(conn: psycopg.Connection[Any]) -> dict[str, TableShape]:

@@ -4,40 +4,29 @@ A restored backup is checked table by table with one expectation suite each: the
 row count the manifest recorded, primary keys unique and not null, no orphaned
 foreign keys, no time column later than the backup's snapshot. Every expectation
 runs as an SQL aggregate in the database: no rows are pulled into pandas.
-Great Expectations takes seconds to import, so it is imported only here, lazily.
+
+Great Expectations takes seconds of CPU to import, so the suites run in a worker
+process (``IntegrityWorker``) started when a verification begins: it imports the
+library on the other core while the dump is fetched and restored, and then runs two
+tables' suites at a time, each in its own PostgreSQL session.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import os
 import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from runbook.checks import CheckResult
-from tasks.postgres import ForeignKey, TableShape
+from runbook.schema import ForeignKey, TableShape
 
 # The library must never try to phone home from a machine that may have no network.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-_preload: threading.Thread | None = None
-
-
-def preload() -> None:
-    """Import Great Expectations in a background thread (it takes seconds), so that it
-    is ready by the time a restore, which runs in another process, has finished."""
-    global _preload
-    if _preload is None:
-        _preload = threading.Thread(target=lambda: __import__("great_expectations"), name="gx-import", daemon=True)
-        _preload.start()
-
-
-def _wait_for_preload() -> None:
-    """Two threads importing the same package at once can see it half-initialised."""
-    if _preload is not None:
-        _preload.join()
-
 
 @dataclass(frozen=True)
 class IntegrityPlan:
@@ -52,11 +41,10 @@ class IntegrityPlan:
 
 
 def _sqlalchemy_url(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
-    from tasks.postgres import parse_dsn
-
-    params = parse_dsn(dsn)
+    params = conninfo_to_dict(dsn)
     query = {}
     host = str(params.pop("host", "") or "")
     if host.startswith("/"):
@@ -85,7 +73,6 @@ def _ident(table: str) -> str:
 
 def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
     """Per table, the (check name, expectation) pairs to run."""
-    _wait_for_preload()
     import great_expectations.expectations as gxe
 
     suites: dict[str, list[tuple[str, Any]]] = {}
@@ -182,9 +169,26 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
     if not suites:
         return checks
 
+    groups: list[list[str]] = [[], []]
+    load = [0, 0]
+    for table in sorted(suites, key=lambda t: plan.expected_rows.get(t, 0), reverse=True):
+        lighter = load.index(min(load))  # biggest tables first, each to the less busy lane
+        groups[lighter].append(table)
+        load[lighter] += plan.expected_rows.get(table, 0) + 1
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="integrity") as lanes:
+        lanes_done = list(lanes.map(lambda group: _run_suites(dsn, {t: suites[t] for t in group}), [g for g in groups if g]))
+    by_table = {table: found for done in lanes_done for table, found in done.items()}
+    for table in suites:  # the manifest's order, whatever lane ran it
+        checks += by_table[table]
+    return checks
+
+
+def _run_suites(dsn: str, suites: dict[str, list[tuple[str, Any]]]) -> dict[str, list[CheckResult]]:
+    """Run some tables' suites in one Great Expectations context of their own."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    checks: dict[str, list[CheckResult]] = {}
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_sql(name="restored", connection_string=_sqlalchemy_url(dsn))
@@ -200,8 +204,9 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
             gx.ValidationDefinition(name=f"integrity-{index}", data=batch, suite=suite)
         )
         outcome = definition.run(result_format="BASIC")
+        checks[table] = []
         for result in outcome.results:
-            checks.append(
+            checks[table].append(
                 CheckResult(
                     name=(result.expectation_config.meta or {}).get("check", result.expectation_config.type),
                     ok=bool(result.success),
@@ -209,3 +214,40 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
                 )
             )
     return checks
+
+
+def _import_library() -> None:
+    import great_expectations  # noqa: F401
+    import great_expectations.expectations  # noqa: F401
+
+
+class IntegrityWorker:
+    """A worker process for the suites, importing Great Expectations from the moment it
+    starts. One is shared by the verifications of a process (``shared``), so a process
+    that verifies often (a Prefect worker, the tests) imports the library once."""
+
+    _shared: IntegrityWorker | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._warm = self._pool.submit(_import_library)
+
+    @classmethod
+    def shared(cls) -> IntegrityWorker:
+        """The process's worker, started on first use (or again if it died)."""
+        with cls._lock:
+            if cls._shared is None or cls._shared.broken:
+                cls._shared = cls()
+                atexit.register(cls._shared.close)
+            return cls._shared
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self._pool, "_broken", False))
+
+    def run(self, dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
+        return self._pool.submit(run_integrity_suites, dsn, plan).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
