@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import shutil
 import signal
@@ -194,26 +195,48 @@ class FetchResult:
 
 def fetch_dump(chunks: Iterable[bytes], target: Path) -> FetchResult:
     """Write a stored dump to ``target`` uncompressed, hashing the stored bytes on the way.
-    A corrupt or truncated zstd stream raises BackupError (after hashing what was read)."""
+    Reading and hashing run in one thread, decompressing and writing in this one (both
+    release the GIL), so the two overlap. A corrupt or truncated zstd stream raises
+    DumpUnreadable, after the whole object was read and hashed."""
     digest = hashlib.sha256()
-    size = raw = 0
+    size = 0
+    failure: list[BaseException] = []
+    handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+
+    def read() -> None:
+        nonlocal size
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                handoff.put(chunk)
+        except BaseException as err:  # noqa: BLE001 - re-raised by the caller below
+            failure.append(err)
+        finally:
+            handoff.put(None)
+
+    reader = threading.Thread(target=read, name="fetch-dump", daemon=True)
+    reader.start()
+    raw = 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     problem: str | None = None
     with open(target, "wb") as out:
-        for chunk in chunks:
-            digest.update(chunk)
-            size += len(chunk)
-            if problem is None and chunk:
-                if decompressor.eof:
-                    problem = "unexpected bytes after the end of the dump's zstd stream"
-                    continue
-                try:
-                    data = decompressor.decompress(chunk)
-                except zstandard.ZstdError as err:
-                    problem = f"the dump does not decompress: {err}"
-                    continue
-                out.write(data)
-                raw += len(data)
+        while (chunk := handoff.get()) is not None:
+            if problem is not None or not chunk:
+                continue
+            if decompressor.eof:
+                problem = "unexpected bytes after the end of the dump's zstd stream"
+                continue
+            try:
+                data = decompressor.decompress(chunk)
+            except zstandard.ZstdError as err:
+                problem = f"the dump does not decompress: {err}"
+                continue
+            out.write(data)
+            raw += len(data)
+    reader.join()
+    if failure:
+        raise failure[0]
     if problem is None and not decompressor.eof:
         problem = "the dump is truncated (the zstd stream does not end)"
     result = FetchResult(size_bytes=size, sha256=digest.hexdigest(), raw_bytes=raw)
