@@ -3,6 +3,8 @@ database in the backup store, every hour for the 1-hour RPO of §6.3, then reten
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,6 +43,36 @@ def choose_tools(settings: RunbookSettings, info: ServerInfo) -> PgTools:
     return tools
 
 
+class DumpProgress:
+    """The dump's progress artifact, updated from a side thread every few seconds so
+    that the dump's hot loop never waits on the Prefect API."""
+
+    def __init__(self, info: ServerInfo, artifact_id: Any, every_s: float = 2.0) -> None:
+        self.artifact_id = artifact_id
+        self.estimate = max(info.size_bytes // 2, 1)  # a dump is roughly half the database
+        self.raw = 0
+        self._stop = threading.Event()
+        self._every_s = every_s
+        context = contextvars.copy_context()  # the run's Prefect client settings
+        self._thread = threading.Thread(target=context.run, args=(self._report,), name="dump-progress", daemon=True)
+        self._thread.start()
+
+    def seen(self, raw: int) -> None:
+        self.raw = raw
+
+    def _report(self) -> None:
+        shown = 0.0
+        while not self._stop.wait(self._every_s):
+            percent = min(99.0, self.raw * 100.0 / self.estimate)
+            if percent > shown:
+                shown = percent
+                update_progress_artifact(self.artifact_id, percent)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 @task(
     name="dump-database",
     retries=RETRIES,
@@ -57,31 +89,25 @@ def dump_database(
     upload aborted) and the task retries as a new backup."""
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
-    estimate = max(info.size_bytes // 2, 1)
-    progress_id = create_progress_artifact(progress=0.0, description=f"Dump of {info.database}")
-    last = [0.0]
-
-    def on_progress(raw: int) -> None:
-        percent = min(99.0, raw * 100.0 / estimate)
-        if percent - last[0] >= 5:
-            last[0] = percent
-            update_progress_artifact(progress_id, percent)
-
+    progress = DumpProgress(info, create_progress_artifact(progress=0.0, description=f"Dump of {info.database}"))
     logger.info("Dumping %s into %s", info.database, store.url)
     started = datetime.now(timezone.utc)
-    manifest = backup_tasks.make_backup(
-        dsn,
-        store,
-        tools,
-        info,
-        backup_settings,
-        backup_id_for=lambda taken: next_free_id(started, taken),
-        connect_timeout=settings.connect_timeout,
-        flow_run_id=str(flow_run.get_id() or ""),
-        on_progress=on_progress,
-        log=logger.info,
-    )
-    update_progress_artifact(progress_id, 100.0)
+    try:
+        manifest = backup_tasks.make_backup(
+            dsn,
+            store,
+            tools,
+            info,
+            backup_settings,
+            backup_id_for=lambda taken: next_free_id(started, taken),
+            connect_timeout=settings.connect_timeout,
+            flow_run_id=str(flow_run.get_id() or ""),
+            on_progress=progress.seen,
+            log=logger.info,
+        )
+    finally:
+        progress.stop()
+    update_progress_artifact(progress.artifact_id, 100.0)
     logger.info("Backup %s DONE: %s, sha256 %s", manifest.id, human_size(manifest.size_bytes), manifest.sha256)
     return manifest
 

@@ -133,6 +133,7 @@ def stream_dump(
         command.append(f"--snapshot={snapshot_id}")
     env = {**os.environ, **env_extra}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+    _widen_pipe(process.stdout)
     if on_start:
         on_start(process)
     errors: list[bytes] = []
@@ -175,6 +176,16 @@ def stream_dump(
     if raw == 0:
         raise BackupError("pg_dump produced no output")
     return DumpResult(size_bytes=size, raw_bytes=raw, sha256=digest.hexdigest())
+
+
+def _widen_pipe(stream) -> None:  # type: ignore[no-untyped-def]
+    """A 1 MiB pipe instead of 64 KiB: fewer wake-ups of pg_dump and of the reader."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+    except (ImportError, AttributeError, OSError):  # not Linux, or above the system's limit
+        pass
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import psutil
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 import psycopg
 import pytest
 
@@ -29,10 +31,19 @@ def test_backup_to_a_folder_records_exact_counts_and_checksum(platform: Platform
     with platform.connect() as conn:
         expected = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("users", "system_logs")}
 
-    result = backup(BackupParameters(prune=False))
+    state = backup(BackupParameters(prune=False), return_state=True)
+    result = state.result()
 
     manifest = _manifest(platform.store_url, platform.database, result["backup_id"])
     assert manifest.status is BackupStatus.DONE
+    assert manifest.flow_run_id == str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    kinds = {a.type: a for a in artifacts}
+    assert kinds["progress"].data == 100.0
+    assert manifest.id in kinds["markdown"].data and manifest.sha256 in kinds["markdown"].data
     assert manifest.tables["public.users"] == expected["users"]
     assert manifest.tables["public.system_logs"] == expected["system_logs"]
     assert manifest.server_version.startswith("16")
