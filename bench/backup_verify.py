@@ -614,21 +614,23 @@ def measure_one(
     db: Db, label: str, measure: Callable[[], dict[str, Any]], args: argparse.Namespace, retry: bool = True
 ) -> dict[str, Any]:
     """Settle, measure; measure again (up to --retry-contended times) when other jobs
-    took a share of the CPU meanwhile."""
-    discarded: list[float] = []
+    took a share of the CPU meanwhile, and keep the least contended attempt."""
+    attempts: list[dict[str, Any]] = []
     while True:
         before = db.settle(args.quiet_wait)
         say(label)
         result = measure() | {"before": before}
+        attempts.append(result)
         noisy = contended(result)
         say(f"    {result['seconds']:.2f} s" + (f"  CONTENDED ({result['cpu']['foreign_cpu_s']} CPU-s of other jobs)" if noisy else ""))
-        if noisy and retry and len(discarded) < args.retry_contended:
-            discarded.append(result["seconds"])
+        if noisy and retry and len(attempts) <= args.retry_contended:
             say("    measuring again")
             continue
-        result["contended"] = noisy
-        result["discarded_contended_seconds"] = discarded
-        return result
+        break
+    best = min(attempts, key=lambda a: a["cpu"]["foreign_cpu_s"])
+    best["contended"] = contended(best)
+    best["discarded_contended_seconds"] = [a["seconds"] for a in attempts if a is not best]
+    return best
 
 
 def median(values: list[float]) -> float:
