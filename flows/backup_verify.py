@@ -41,7 +41,11 @@ class VerifyParameters(BaseModel):
 
     backup_id: str | None = Field(None, description="A backup id such as backup_20261129_073000. Unset: the latest DONE.")
     at: datetime | None = Field(None, description="Take the latest DONE backup at or before this time.")
-    deep: bool = Field(False, description="Also compare per-table content fingerprints (needs a backup made with fingerprints).")
+    deep: bool = Field(
+        False,
+        description="Also compare per-table content fingerprints (needs a backup made with fingerprints) "
+        "and scan every key even where a restored constraint proves it.",
+    )
 
 
 def checksum_checks(manifest: Manifest, fetched: FetchResult, problem: str | None) -> list[CheckResult]:
@@ -103,6 +107,7 @@ def check_integrity(
         foreign_keys=keys,
         snapshot_at=manifest.snapshot_at,
         future_time_columns=settings.verify.future_time_columns,
+        thorough=deep or settings.verify.thorough,
     )
     checks = worker.run(scratch_dsn, plan)
     extra = sorted(set(shapes) - set(manifest.tables))

@@ -13,6 +13,7 @@ class TableShape:
     table: str
     primary_key: list[str]
     time_columns: list[str]
+    primary_key_enforced: bool = False  # a primary key constraint with a valid index
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,4 @@ class ForeignKey:
     columns: list[str]
     ref_table: str
     ref_columns: list[str]
+    validated: bool = False  # PostgreSQL checked every row (not NOT VALID)

@@ -64,6 +64,11 @@ class VerifySettings(BaseModel):
         description="Time columns that may legitimately lie after the snapshot (left out of freshness).",
     )
     size_watch: SizeWatchSettings = Field(default_factory=SizeWatchSettings)
+    thorough: bool = Field(
+        False,
+        description="Scan primary and foreign keys with Great Expectations even where a valid restored "
+        "constraint already proves them (always done by deep verification).",
+    )
     work_dir: Path | None = Field(
         None, description="Where a fetched dump is unpacked for pg_restore (needs room for it). Unset: the system temp folder."
     )

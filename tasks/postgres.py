@@ -246,21 +246,24 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
 
 
 def table_shapes(conn: psycopg.Connection[Any]) -> dict[str, TableShape]:
-    keys = dict(
-        conn.execute(
+    keys: dict[str, tuple[list[str], bool]] = {
+        row[0]: (list(row[1]), bool(row[2]))
+        for row in conn.execute(
             """
             SELECT n.nspname || '.' || c.relname,
-                   array_agg(a.attname ORDER BY array_position(con.conkey, a.attnum))
+                   array_agg(a.attname ORDER BY array_position(con.conkey, a.attnum)),
+                   bool_and(coalesce(i.indisvalid AND i.indisunique, false))
             FROM pg_constraint con
             JOIN pg_class c ON c.oid = con.conrelid
             JOIN pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(con.conkey)
+            LEFT JOIN pg_index i ON i.indexrelid = con.conindid
             WHERE con.contype = 'p' AND n.nspname <> ALL(%s)
             GROUP BY 1
             """,
             (list(SYSTEM_SCHEMAS),),
         ).fetchall()
-    )
+    }
     times: dict[str, list[str]] = {}
     for table, column in conn.execute(
         """
@@ -274,7 +277,12 @@ def table_shapes(conn: psycopg.Connection[Any]) -> dict[str, TableShape]:
     ).fetchall():
         times.setdefault(table, []).append(column)
     return {
-        table: TableShape(table=table, primary_key=list(keys.get(table, [])), time_columns=times.get(table, []))
+        table: TableShape(
+            table=table,
+            primary_key=keys.get(table, ([], False))[0],
+            time_columns=times.get(table, []),
+            primary_key_enforced=keys.get(table, ([], False))[1],
+        )
         for table in list_tables(conn)
     }
 
@@ -284,6 +292,7 @@ def foreign_keys(conn: psycopg.Connection[Any]) -> list[ForeignKey]:
         """
         SELECT con.conname,
                sn.nspname || '.' || sc.relname,
+               con.convalidated,
                (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
                   JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
                tn.nspname || '.' || tc.relname,
@@ -297,7 +306,10 @@ def foreign_keys(conn: psycopg.Connection[Any]) -> list[ForeignKey]:
         """,
         (list(SYSTEM_SCHEMAS),),
     ).fetchall()
-    return [ForeignKey(name=r[0], table=r[1], columns=list(r[2]), ref_table=r[3], ref_columns=list(r[4])) for r in rows]
+    return [
+        ForeignKey(name=r[0], table=r[1], validated=r[2], columns=list(r[3]), ref_table=r[4], ref_columns=list(r[5]))
+        for r in rows
+    ]
 
 
 def create_database(admin_dsn: str, name: str, **kwargs: Any) -> None:

@@ -38,6 +38,7 @@ class IntegrityPlan:
     foreign_keys: list[ForeignKey]
     snapshot_at: datetime | None
     future_time_columns: list[str]
+    thorough: bool = False  # scan the data even where a valid constraint already proves it
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -81,14 +82,16 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
             continue
         shape = plan.shapes[table]
         items: list[tuple[str, Any]] = [(f"row-count:{table}", gxe.ExpectTableRowCountToEqual(value=expected))]
-        if len(shape.primary_key) == 1:
+        if shape.primary_key_enforced and not plan.thorough:
+            pass  # proven by the restored index: see proven_by_constraints
+        elif len(shape.primary_key) == 1:
             column = shape.primary_key[0]
             items.append((f"primary-key-unique:{table}", gxe.ExpectColumnValuesToBeUnique(column=column)))
         elif shape.primary_key:
             items.append(
                 (f"primary-key-unique:{table}", gxe.ExpectCompoundColumnsToBeUnique(column_list=shape.primary_key))
             )
-        for column in shape.primary_key:
+        for column in shape.primary_key if not (shape.primary_key_enforced and not plan.thorough) else []:
             items.append((f"primary-key-not-null:{table}.{column}", gxe.ExpectColumnValuesToNotBeNull(column=column)))
         if plan.snapshot_at is not None:
             for column in shape.time_columns:
@@ -107,7 +110,7 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
                     )
                 )
         for fk in plan.foreign_keys:
-            if fk.table != table:
+            if fk.table != table or (fk.validated and not plan.thorough):
                 continue
             not_null = " AND ".join(f'c."{col}" IS NOT NULL' for col in fk.columns)
             items.append(
@@ -124,6 +127,39 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
             )
         suites[table] = items
     return suites
+
+
+def proven_by_constraints(plan: IntegrityPlan) -> list[CheckResult]:
+    """The key checks PostgreSQL itself has already proven in the restored database:
+    a primary key whose unique index was built and is valid holds no duplicate and no
+    NULL, and a validated foreign key has no orphan (pg_restore --exit-on-error would
+    have failed otherwise). Scanning again proves nothing more; ``thorough`` does it
+    anyway. A NOT VALID foreign key is always scanned."""
+    if plan.thorough:
+        return []
+    checks: list[CheckResult] = []
+    for table in plan.expected_rows:
+        shape = plan.shapes.get(table)
+        if shape is None or not shape.primary_key_enforced:
+            continue
+        columns = ", ".join(shape.primary_key)
+        checks.append(
+            CheckResult(name=f"primary-key-unique:{table}", ok=True, detail=f"({columns}) enforced by the restored primary key index")
+        )
+        for column in shape.primary_key:
+            checks.append(
+                CheckResult(name=f"primary-key-not-null:{table}.{column}", ok=True, detail="enforced by the primary key")
+            )
+        for fk in plan.foreign_keys:
+            if fk.table == table and fk.validated:
+                checks.append(
+                    CheckResult(
+                        name=f"foreign-key:{table}.{fk.name}",
+                        ok=True,
+                        detail=f"every {', '.join(fk.columns)} exists in {fk.ref_table}: the restored constraint is validated",
+                    )
+                )
+    return checks
 
 
 def _exception_message(info: Any) -> str | None:
@@ -165,6 +201,7 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
                 detail="restored" if present else "missing from the restored database",
             )
         )
+    checks += proven_by_constraints(plan)
     suites = build_suites(plan)
     if not suites:
         return checks

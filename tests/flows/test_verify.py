@@ -100,6 +100,10 @@ def test_a_restore_missing_a_table_or_rows_fails_and_names_them(backed_up: tuple
     state, report = _verify()
     assert state.is_failed()
     assert _failed(report) == {"row-count:public.users", "table-present:public.payments"}
+    # without --deep, keys PostgreSQL proved while restoring are not scanned again
+    details = {c["name"]: c["detail"] for c in report["checks"]}
+    assert "enforced by the restored primary key index" in details["primary-key-unique:public.users"]
+    assert "validated" in details["foreign-key:public.user_alerts.user_alerts_user_id_fkey"]
     assert scratch_databases(platform.admin_dsn) == []
 
 
