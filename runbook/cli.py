@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sandbox", parents=[common], help="the local stand-in of the platform")
     p.add_argument("action", choices=["up", "seed", "down", "status"])
-    p.add_argument("--scale", type=_positive, default=1, help="data set size for seed (1 is about 25 MB)")
+    p.add_argument("--scale", type=_positive, default=1, help="data set size for seed (1 is about 40 MB)")
 
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     as_json = args.json
     _install_signal_handlers()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL, Prefect starts a temporary server; its first start on a
+    # new machine (database migrations, no bytecode cache) can exceed the 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
     def emit(payload: Any, code: int) -> int:
         if as_json:

@@ -32,7 +32,7 @@ def load_schema(dsn: str) -> None:
 
 def seed_database(dsn: str, scale: int = 1, anchor: datetime | None = None) -> dict[str, int]:
     """Replace the platform's rows in ``dsn`` with the deterministic data set of
-    ``scale`` (scale 1: about 170,000 rows, 25 MB), timed relative to ``anchor``."""
+    ``scale`` (scale 1: about 167,000 rows, 40 MB of database), timed relative to ``anchor``."""
     if scale < 1 or scale > 10_000:
         raise ConfigError(f"--scale must be between 1 and 10000, not {scale}")
     anchor = anchor or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
