@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runbook.errors import ConfigError, RunbookError
+from runbook.errors import ConfigError
 
 EXIT_OK, EXIT_PROBLEM, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -31,12 +31,12 @@ from runbook.backups import (
     manifest_key,
     verification_key,
 )
-from runbook.errors import BackupError, ConfigError, StoreError
+from runbook.errors import BackupError, StoreError
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import BackupSettings
 from tasks import postgres
 from tasks.pgtools import DumpResult, FetchResult, PgTools, fetch_dump, stream_dump
-from tasks.store import BackupStore, ObjectMissing, get_json, put_json
+from tasks.store import BackupStore, get_json, put_json
 
 LOCK_NAME = "runbook backup"
 
@@ -47,15 +47,6 @@ def first_line(error: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- catalog
-
-
-def read_manifest(store: BackupStore, database: str, backup_id: str) -> Manifest:
-    try:
-        return Manifest.model_validate(get_json(store, manifest_key(database, backup_id)))
-    except ObjectMissing:
-        raise ConfigError(f"no manifest for {backup_id} in {store.url}: run backup-list to see the backups") from None
-    except ValueError as err:
-        raise StoreError(f"the manifest of {backup_id} is unreadable: {first_line(err)}") from None
 
 
 def read_catalog(store: BackupStore, database: str) -> tuple[list[Manifest], dict[str, Verification]]:

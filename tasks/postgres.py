@@ -323,11 +323,6 @@ def drop_database(admin_dsn: str, name: str, **kwargs: Any) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def database_exists(admin_dsn: str, name: str, **kwargs: Any) -> bool:
-    with session(admin_dsn, autocommit=True, **kwargs) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
 # --------------------------------------------------------------------------- Prefect tasks
 
 from prefect import get_run_logger, task  # noqa: E402 - the plain functions above need no Prefect
