@@ -41,10 +41,13 @@ def apply_retention(settings: RunbookSettings, store: BackupStore, database: str
         ],
         description=f"Retention plan for {database} ({'dry run' if dry_run else 'applied'})",
     )
-    removed = backup_tasks.prune(store, database, decisions, dry_run=dry_run)
+    removed, orphans = backup_tasks.prune(store, database, decisions, dry_run=dry_run)
+    verb = "Would remove" if dry_run else "Removed"
     for backup_id in removed:
-        logger.info("%s backup %s from %s", "Would remove" if dry_run else "Removed", backup_id, store.url)
-    return {"dry_run": dry_run, "removed": removed, "kept": sum(d.keep for d in decisions)}
+        logger.info("%s backup %s from %s", verb, backup_id, store.url)
+    for key in orphans:
+        logger.info("%s %s from %s: it has no manifest", verb, key, store.url)
+    return {"dry_run": dry_run, "removed": removed, "orphans": orphans, "kept": sum(d.keep for d in decisions)}
 
 
 @flow(name="backup-prune")

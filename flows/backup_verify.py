@@ -167,14 +167,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     manifests, _ = read_catalog_task(store, database)
     if params.backup_id and params.backup_id not in {m.id for m in manifests}:
         if dump_key(database, params.backup_id) in store.list_keys(f"{database}/"):
-            check = CheckResult(name="manifest", ok=False, detail=f"{params.backup_id} has a dump but no manifest")
-            report = {"backup_id": params.backup_id, "database": database, "store": store.url, "outcome": "failed",
-                      "deep": params.deep, "checks": [check.model_dump()], "failed": [check.name]}
-            create_markdown_artifact(
-                key=artifact_key("backup-verify", database),
-                markdown=f"# Verification of {params.backup_id}: failed\n\n" + checks_markdown([check]),
-            )
-            return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)
+            return _manifest_missing(params, database, store.url)
     manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=params.at)
     if params.deep and not manifest.fingerprints:
         raise ConfigError(
@@ -248,6 +241,25 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         logger.error(message)
         return Failed(message=message, data=report)
     return Completed(message=f"{manifest.id} verified: {result}", data=report)
+
+
+def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -> Any:
+    """A dump whose manifest is gone cannot be verified: a failed ``manifest`` check."""
+    check = CheckResult(name="manifest", ok=False, detail=f"{params.backup_id} has a dump but no manifest")
+    report = {
+        "backup_id": params.backup_id,
+        "database": database,
+        "store": store_url,
+        "outcome": "failed",
+        "deep": params.deep,
+        "checks": [check.model_dump()],
+        "failed": [check.name],
+    }
+    create_markdown_artifact(
+        key=artifact_key("backup-verify", database),
+        markdown=f"# Verification of {params.backup_id}: failed\n\n" + checks_markdown([check]),
+    )
+    return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)
 
 
 def _report(manifest: Manifest, checks: list[CheckResult], result: str) -> str:

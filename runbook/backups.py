@@ -107,6 +107,20 @@ def ids_in(keys: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def orphaned_keys(keys: Iterable[str]) -> list[str]:
+    """Objects of a backup that has no manifest: left by a prune interrupted after it
+    removed the manifest (a backup writes its manifest before its dump, so no running
+    backup has a dump without one)."""
+    keys = list(keys)
+    with_manifest = set(ids_in(keys))
+    orphans = []
+    for key in keys:
+        backup_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
+        if backup_id.startswith("backup_") and backup_id not in with_manifest:
+            orphans.append(key)
+    return sorted(orphans)
+
+
 def select_backup(
     manifests: list[Manifest], *, backup_id: str | None = None, at_or_before: datetime | None = None
 ) -> Manifest:

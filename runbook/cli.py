@@ -169,7 +169,8 @@ def _human(name: str, result: Any) -> str:
         return "\n".join(lines)
     if name == "backup-prune":
         verb = "would remove" if result["dry_run"] else "removed"
-        return f"retention {verb}: {', '.join(result['removed']) or 'nothing'} (kept {result['kept']})" + (
+        orphans = f"; {verb} {len(result['orphans'])} object(s) without a manifest" if result.get("orphans") else ""
+        return f"retention {verb}: {', '.join(result['removed']) or 'nothing'} (kept {result['kept']}){orphans}" + (
             "\n(dry run: add --apply to delete)" if result["dry_run"] else ""
         )
     return json.dumps(result, indent=2, default=str)

@@ -29,6 +29,7 @@ from runbook.backups import (
     dump_key,
     ids_in,
     manifest_key,
+    orphaned_keys,
     verification_key,
 )
 from runbook.errors import BackupError, StoreError
@@ -218,21 +219,20 @@ def record_verification(store: BackupStore, manifest: Manifest, verification: Ve
     put_json(store, verification_key(manifest.database, manifest.id), verification.model_dump(mode="json"))
 
 
-def prune(store: BackupStore, database: str, decisions: list[RetentionDecision], *, dry_run: bool) -> list[str]:
+def prune(
+    store: BackupStore, database: str, decisions: list[RetentionDecision], *, dry_run: bool
+) -> tuple[list[str], list[str]]:
     """Delete the backups the plan marks for removal (manifest first, so no reader
-    sees a DONE backup whose dump is gone), plus dumps left without a manifest."""
+    sees a DONE backup whose dump is gone), and objects left without a manifest.
+    Returns (backup ids, orphaned keys): removed, or that would be with ``dry_run``."""
     doomed = [d.backup_id for d in decisions if not d.keep]
+    orphans = orphaned_keys(store.list_keys(f"{database}/"))
     if dry_run:
-        return doomed
+        return doomed, orphans
     for backup_id in doomed:
         store.delete(manifest_key(database, backup_id))
         store.delete(dump_key(database, backup_id))
         store.delete(verification_key(database, backup_id))
-    keys = store.list_keys(f"{database}/")
-    with_manifest = set(ids_in(keys))
-    for key in keys:
-        name = key.rsplit("/", 1)[-1]
-        backup_id = name.split(".", 1)[0]
-        if backup_id.startswith("backup_") and backup_id not in with_manifest:
-            store.delete(key)
-    return doomed
+    for key in orphans:
+        store.delete(key)
+    return doomed, orphans

@@ -149,3 +149,16 @@ def test_outcome_fails_only_on_critical_checks() -> None:
     assert outcome([good]) == "passed"
     assert outcome([good, warn]) == "passed-with-warnings"
     assert outcome([good, warn, bad]) == "failed"
+
+
+def test_objects_without_a_manifest_are_orphans() -> None:
+    from runbook.backups import orphaned_keys
+
+    keys = [
+        "db/backup_20261129_010000.dump.zst",
+        "db/backup_20261129_010000.manifest.json",
+        "db/backup_20261129_020000.dump.zst",  # its manifest went first in an interrupted prune
+        "db/backup_20261129_020000.verification.json",
+        "db/notes.txt",
+    ]
+    assert orphaned_keys(keys) == ["db/backup_20261129_020000.dump.zst", "db/backup_20261129_020000.verification.json"]
