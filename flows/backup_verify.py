@@ -10,14 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
@@ -26,14 +25,14 @@ from runbook.backups import BackupStatus, Manifest, Verification, dump_key, huma
 from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
-from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
 from tasks.backups import fetch_backup, first_line, read_catalog_task, record_verification
-from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, choose_pg_tools, restore_dump
+from tasks.pgtools import DumpUnreadable, FetchResult, choose_pg_tools
+from tasks.restore import checksum_checks, check_integrity, create_scratch_database, drop_scratch_database, restore_backup
 from tasks.store import open_backup_store
-from tasks.validation import IntegrityPlan, IntegrityWorker
+from tasks.validation import IntegrityWorker
 
 
 class VerifyParameters(BaseModel):
@@ -46,83 +45,6 @@ class VerifyParameters(BaseModel):
         description="Also compare per-table content fingerprints (needs a backup made with fingerprints) "
         "and scan every key even where a restored constraint proves it.",
     )
-
-
-def checksum_checks(manifest: Manifest, fetched: FetchResult, problem: str | None) -> list[CheckResult]:
-    """Size and sha256 of the stored dump against the manifest, and whether it decompresses."""
-    checks = [
-        CheckResult(
-            name="size",
-            ok=fetched.size_bytes == manifest.size_bytes,
-            detail=f"{fetched.size_bytes:,} bytes in the store, {manifest.size_bytes or 0:,} in the manifest",
-        ),
-        CheckResult(
-            name="sha256",
-            ok=fetched.sha256 == manifest.sha256,
-            detail=f"store {fetched.sha256[:16]}..., manifest {(manifest.sha256 or '')[:16]}...",
-        ),
-    ]
-    checks.append(CheckResult(name="decompress", ok=problem is None, detail=problem or f"{human_size(fetched.raw_bytes)} dump"))
-    return checks
-
-
-def fingerprint_checks(expected: dict[str, str], actual: dict[str, str]) -> list[CheckResult]:
-    return [
-        CheckResult(
-            name=f"fingerprint:{table}",
-            ok=actual.get(table) == value,
-            detail="identical content" if actual.get(table) == value else f"expected {value}, restored {actual.get(table, 'missing')}",
-        )
-        for table, value in expected.items()
-    ]
-
-
-@task(name="create-scratch-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def create_scratch_database(dsn: str, name: str, connect_timeout: int) -> str:
-    """Create an empty scratch database on the source's server and return its DSN."""
-    get_run_logger().info("Creating scratch database %s", name)
-    postgres.create_database(dsn, name, connect_timeout=connect_timeout)
-    return postgres.with_database(dsn, name)
-
-
-@task(name="restore-backup", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
-def restore_backup(tools: PgTools, dump_file: Path, scratch_dsn: str, jobs: int) -> None:
-    """pg_restore the fetched dump into the scratch database."""
-    get_run_logger().info("Restoring %s with pg_restore -j %d", dump_file.name, jobs)
-    restore_dump(tools, dump_file, scratch_dsn, jobs=jobs)
-
-
-@task(name="check-integrity", cache_policy=NO_CACHE)
-def check_integrity(
-    scratch_dsn: str, manifest: Manifest, settings: RunbookSettings, deep: bool, worker: IntegrityWorker
-) -> list[CheckResult]:
-    """Great Expectations suites in the restored database, and fingerprints when deep."""
-    with postgres.session(scratch_dsn, application="runbook verify", connect_timeout=settings.connect_timeout, statement_timeout_s=settings.statement_timeout) as conn:
-        shapes = postgres.table_shapes(conn)
-        keys = postgres.foreign_keys(conn)
-        fingerprints = postgres.fingerprint_tables(conn, list(manifest.fingerprints or {})) if deep else {}
-    plan = IntegrityPlan(
-        expected_rows=manifest.tables,
-        shapes=shapes,
-        foreign_keys=keys,
-        snapshot_at=manifest.snapshot_at,
-        future_time_columns=settings.verify.future_time_columns,
-        thorough=deep or settings.verify.thorough,
-    )
-    checks = worker.run(scratch_dsn, plan)
-    extra = sorted(set(shapes) - set(manifest.tables))
-    if extra:
-        checks.append(CheckResult(name="unexpected-tables", ok=False, detail=", ".join(extra), critical=False))
-    if deep:
-        checks += fingerprint_checks(manifest.fingerprints or {}, fingerprints)
-    return checks
-
-
-@task(name="drop-scratch-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def drop_scratch_database(dsn: str, name: str, connect_timeout: int) -> None:
-    """Drop the scratch database (also after a failed step)."""
-    get_run_logger().info("Dropping scratch database %s", name)
-    postgres.drop_database(dsn, name, connect_timeout=connect_timeout)
 
 
 def restore_and_check(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from runbook.checks import CheckResult
 from runbook.errors import ConfigError
+from runbook.schema import SecurityPosture
 from runbook.settings import RetentionSettings, SizeWatchSettings
 
 ID_FORMAT = "backup_%Y%m%d_%H%M%S"
@@ -57,6 +58,7 @@ class Manifest(BaseModel):
     sha256: str | None = None
     tables: dict[str, int] = Field(default_factory=dict)
     fingerprints: dict[str, str] | None = None
+    security: SecurityPosture | None = None
     error: str | None = None
     flow_run_id: str | None = None
 

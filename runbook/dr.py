@@ -5,10 +5,14 @@ Plain data in, plain data out; no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
 
 from pydantic import BaseModel, Field
+
+from runbook.checks import CheckResult, checks_markdown, failed
+from runbook.schema import SecurityPosture, TableSecurity
 
 GB = 1000**3
 DEFAULT_RTO = timedelta(hours=4)
@@ -142,3 +146,254 @@ def run_tags(rto: Verdict | None, rpo: Verdict) -> list[str]:
     tags = ["rpo-ok" if rpo.ok else "rpo-breached"]
     tags.append("rto-ok" if rto is not None and rto.ok else "rto-breached")
     return tags
+
+
+# --------------------------------------------------------------------------- phases
+
+PHASES = ("shutdown", "restore", "verify", "restore-services", "test-functions")  # §6.4 steps 1-5
+LAST_PHASE = PHASES[-1]
+
+
+class PhaseFailed(Exception):
+    """Raised by a phase to fail with a message (the phases after it are not run)."""
+
+
+class Timeline:
+    """Runs the phases in order, timing each; once one fails, the rest are recorded
+    as not run. A phase function returns its one-line detail, or raises."""
+
+    def __init__(self, names: tuple[str, ...] = PHASES, clock: Callable[[], datetime] | None = None) -> None:
+        from datetime import timezone
+
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.phases = {name: PhaseTiming(name=name, status=PhaseStatus.NOT_RUN) for name in names}
+        self.failure: PhaseTiming | None = None
+
+    def skip(self, name: str, reason: str) -> None:
+        now = self.clock()
+        if self.failure is None:
+            self.phases[name] = PhaseTiming(name=name, status=PhaseStatus.SKIPPED, started_at=now, finished_at=now, detail=reason)
+
+    def run(self, name: str, fn: Callable[..., str], *args: object, **kwargs: object) -> bool:
+        """Run one phase; False if it failed or an earlier one had."""
+        if self.failure is not None:
+            self.phases[name] = PhaseTiming(name=name, status=PhaseStatus.NOT_RUN, detail=f"not run: {self.failure.name} failed")
+            return False
+        started = self.clock()
+        try:
+            detail = fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a failed phase is reported, not raised
+            text = str(err).strip()
+            self.phases[name] = PhaseTiming(
+                name=name, status=PhaseStatus.FAILED, started_at=started, finished_at=self.clock(),
+                detail=text.splitlines()[0] if text else type(err).__name__,
+            )
+            self.failure = self.phases[name]
+            return False
+        self.phases[name] = PhaseTiming(name=name, status=PhaseStatus.OK, started_at=started, finished_at=self.clock(), detail=detail)
+        return True
+
+    @property
+    def timings(self) -> list[PhaseTiming]:
+        return list(self.phases.values())
+
+
+# --------------------------------------------------------------------------- post-recovery checks
+
+
+def security_checks(expected: SecurityPosture, restored: SecurityPosture, roles_present: set[str]) -> list[CheckResult]:
+    """§6.4 security: RLS and policies where the source had them, the roles grants name
+    exist, every grant came back, and no write grant to PUBLIC appeared."""
+    checks: list[CheckResult] = []
+    lost_rls = [t for t, s in expected.tables.items() if s.rls and not restored.tables.get(t, TableSecurity()).rls]
+    with_rls = sum(1 for s in expected.tables.values() if s.rls)
+    checks.append(
+        CheckResult(
+            name="security:row-level-security",
+            ok=not lost_rls,
+            detail=f"disabled on {', '.join(lost_rls)}" if lost_rls else f"enabled on the {with_rls} tables that had it",
+        )
+    )
+    lost_policies = [
+        f"{t}.{p}" for t, s in expected.tables.items() for p in s.policies if p not in restored.tables.get(t, TableSecurity()).policies
+    ]
+    checks.append(
+        CheckResult(
+            name="security:policies",
+            ok=not lost_policies,
+            detail=f"missing {', '.join(lost_policies[:10])}" if lost_policies else f"{sum(len(s.policies) for s in expected.tables.values())} policies present",
+        )
+    )
+    missing_roles = sorted(set(expected.roles) - roles_present)
+    checks.append(
+        CheckResult(
+            name="security:roles",
+            ok=not missing_roles,
+            detail=f"missing on the server: {', '.join(missing_roles)} (restore the cluster's roles first: pg_dumpall --roles-only)"
+            if missing_roles
+            else f"{len(expected.roles)} roles present",
+        )
+    )
+    lost_grants = [
+        f"{t} {g}" for t, s in expected.tables.items() for g in s.grants if g not in restored.tables.get(t, TableSecurity()).grants
+    ]
+    checks.append(
+        CheckResult(
+            name="security:grants",
+            ok=not lost_grants,
+            detail=f"{len(lost_grants)} not restored: {', '.join(lost_grants[:5])}"
+            if lost_grants
+            else f"{sum(len(s.grants) for s in expected.tables.values())} grants restored",
+        )
+    )
+    writes = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+    new_public = [
+        f"{t} {g}"
+        for t, s in restored.tables.items()
+        for g in s.grants
+        if g.startswith("PUBLIC:") and g.split(":", 1)[1] in writes and g not in expected.tables.get(t, TableSecurity()).grants
+    ]
+    checks.append(
+        CheckResult(
+            name="security:no-new-public-writes",
+            ok=not new_public,
+            detail=f"PUBLIC may now write: {', '.join(new_public[:5])}" if new_public else "no new write grant to PUBLIC",
+        )
+    )
+    return checks
+
+
+def performance_checks(
+    latencies_ms: dict[str, float], previous_ms: dict[str, float] | None, regression_pct: float, floor_ms: float
+) -> list[CheckResult]:
+    """Each smoke query's latency against the previous drill's: a warning when it is
+    more than ``regression_pct`` % slower and above ``floor_ms`` (below it is noise)."""
+    if not previous_ms:
+        return [CheckResult(name="performance", ok=True, detail="no previous drill to compare with", critical=False)]
+    checks = []
+    for name, now_ms in latencies_ms.items():
+        before = previous_ms.get(name)
+        if before is None:
+            checks.append(CheckResult(name=f"performance:{name}", ok=True, detail=f"{now_ms:.1f} ms (new query)", critical=False))
+            continue
+        slower = before > 0 and now_ms > before * (1 + regression_pct / 100) and now_ms > floor_ms
+        change = (now_ms - before) / before * 100 if before else 0.0
+        checks.append(
+            CheckResult(
+                name=f"performance:{name}",
+                ok=not slower,
+                detail=f"{now_ms:.1f} ms vs {before:.1f} ms in the previous drill ({change:+.0f} %)",
+                critical=False,
+            )
+        )
+    return checks
+
+
+# --------------------------------------------------------------------------- the record of a run
+
+
+class DrillRecord(BaseModel):
+    """What one drill or recovery measured; kept in the backup store beside the
+    backups (``<database>/drills/``) so the next run can compare with it."""
+
+    run_id: str
+    mode: str
+    database: str
+    backup_id: str
+    started_at: datetime
+    incident_at: datetime
+    outcome: str
+    rpo: Verdict
+    rto: Verdict | None = None
+    phases: list[PhaseTiming]
+    restored_bytes: int = 0
+    restore_seconds: float = 0.0
+    latencies_ms: dict[str, float] = Field(default_factory=dict)
+    flow_run_id: str = ""
+
+    @property
+    def throughput_mb_s(self) -> float:
+        return self.restored_bytes / 1e6 / self.restore_seconds if self.restore_seconds else 0.0
+
+
+def drill_outcome(phases: list[PhaseTiming], checks: list[CheckResult], rpo: Verdict, rto: Verdict | None) -> str:
+    if any(p.status is PhaseStatus.FAILED for p in phases) or failed(checks, critical_only=True):
+        return "failed"
+    if not rpo.ok or rto is None or not rto.ok:
+        return "failed"
+    return "passed-with-warnings" if failed(checks) else "passed"
+
+
+def history_rows(records: list[DrillRecord]) -> list[dict[str, str | float]]:
+    """The table artifact: one row per run, newest first, scalars only."""
+    rows = []
+    for record in sorted(records, key=lambda r: r.started_at, reverse=True):
+        row: dict[str, str | float] = {
+            "started": record.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "mode": record.mode,
+            "backup": record.backup_id,
+            "outcome": record.outcome,
+            "rpo": human_duration(record.rpo.achieved_seconds),
+            "rto": human_duration(record.rto.achieved_seconds) if record.rto else "-",
+        }
+        for phase in record.phases:
+            row[phase.name] = human_duration(phase.seconds) if phase.status is PhaseStatus.OK else phase.status.value
+        row["restore MB/s"] = round(record.throughput_mb_s, 1)
+        rows.append(row)
+    return rows
+
+
+def report_markdown(
+    record: DrillRecord, checks: list[CheckResult], previous: list[DrillRecord], rto_target: timedelta, target_database: str, kept: bool
+) -> str:
+    """The run's report: verdicts, the phase timeline, the checks, the last drills side
+    by side and the RTO projected to the data sizes of §7.1."""
+    title = "Disaster-recovery drill" if record.mode == "drill" else "Disaster recovery"
+    lines = [
+        f"# {title} of `{record.database}`: {record.outcome}",
+        "",
+        f"- backup `{record.backup_id}`, restored into `{target_database}`"
+        + (" (kept)" if kept else (" (dropped at the end)" if record.mode == "drill" else "")),
+        f"- incident time {record.incident_at.isoformat(timespec='seconds')}",
+        f"- {record.rpo.message}",
+        f"- {record.rto.message}" if record.rto else "- RTO not achieved: the phases did not reach the end of step 5",
+        "",
+        "## Phases (§6.4)",
+        "",
+        "| # | phase | status | started | seconds | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, phase in enumerate(record.phases, 1):
+        started = phase.started_at.strftime("%H:%M:%S") if phase.started_at else "-"
+        detail = phase.detail.replace("|", "\\|")
+        lines.append(f"| {number} | {phase.name} | {phase.status.value} | {started} | {phase.seconds:.1f} | {detail} |")
+    if checks:
+        lines += ["", "## Checks", "", checks_markdown(checks)]
+    if record.restore_seconds > 0 and record.restored_bytes > 0:
+        lines += [
+            "",
+            f"## Projection (restore at {record.throughput_mb_s:.1f} MB/s measured)",
+            "",
+            "| data size (§7.1) | restore alone | within the RTO? |",
+            "|---|---|---|",
+        ]
+        for p in project_restore(record.restored_bytes, record.restore_seconds, rto_target):
+            verdict = f"no: exceeds {human_duration(rto_target.total_seconds())}" if p.exceeds_rto else "yes"
+            lines.append(f"| {p.label}: {p.size_bytes / GB:,.0f} GB | {human_duration(p.restore_seconds)} | {verdict} |")
+        largest = largest_restorable(record.restored_bytes, record.restore_seconds, rto_target)
+        if largest is not None:
+            lines.append("")
+            lines.append(
+                f"Restore time alone would exceed the {human_duration(rto_target.total_seconds())} RTO beyond about "
+                f"{largest / GB:,.0f} GB (linear; indexes make it a floor)."
+            )
+    runs = [record, *previous]
+    if len(runs) > 1:
+        lines += ["", "## Last runs side by side", ""]
+        rows = history_rows(runs)
+        columns = list(rows[0])
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        for row in rows:
+            lines.append("| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |")
+    return "\n".join(lines)

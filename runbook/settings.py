@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -74,6 +74,53 @@ class VerifySettings(BaseModel):
     )
 
 
+class HookStep(BaseModel):
+    """One configured step of a recovery: a command (an argv list, run without a shell)
+    or an HTTP call. Commands get RUNBOOK_RESTORED_DATABASE and
+    RUNBOOK_RESTORED_DATABASE_URL in their environment."""
+
+    name: str = Field(min_length=1, description="What the step does, as the report shows it.")
+    command: list[str] | None = Field(None, description="argv of a command, e.g. [\"kubectl\", \"scale\", ...].")
+    url: str | None = Field(None, description="An http(s) URL to call instead of a command.")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Request headers (values are secrets).")
+    timeout_seconds: int = Field(300, ge=1, le=6 * 3600)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "HookStep":
+        if bool(self.command) == bool(self.url):
+            raise ValueError(f"step {self.name!r} needs exactly one of command (an argv list) or url")
+        if self.url is not None:
+            _check_http_url(self.url)
+        return self
+
+
+class DisasterRecoverySettings(BaseModel):
+    """Disaster recovery (§6.4): the hooks that touch the platform, and the checks."""
+
+    shutdown: HookStep | None = Field(
+        None, description="Emergency shutdown / maintenance mode (§6.4 step 1); recoveries only, never drills."
+    )
+    restore_services: list[HookStep] = Field(
+        default_factory=list, description="§6.4 step 4, in order: point the app at the restored database, warm caches..."
+    )
+    platform_url: str | None = Field(
+        None,
+        description="Base URL of the platform running on the restored database, for the HTTP checks of step 5. "
+        "Unset: a recovery uses RUNBOOK_PLATFORM_URL, a drill runs no HTTP check.",
+    )
+    http_checks: list[str] = Field(default_factory=lambda: ["/api/health"], description="Paths that must answer 2xx.")
+    confirm_timeout_seconds: int = Field(3600, ge=10, description="How long a recovery waits for its typed confirmation.")
+    latency_regression_pct: float = Field(100.0, gt=0, description="Smoke-query slowdown vs the previous drill that is flagged.")
+    latency_floor_ms: float = Field(50.0, ge=0, description="Smoke queries faster than this are never flagged (noise).")
+    history: int = Field(6, ge=1, le=50, description="Drills shown side by side in the report.")
+
+    @field_validator("platform_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value) if value else None
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -89,6 +136,12 @@ class RunbookSettings(BaseSettings):
         None,
         description="The platform's PostgreSQL, a postgresql:// DSN. Unset: the local sandbox.",
     )
+    recovery_database_url: SecretStr | None = Field(
+        None,
+        description="Where a recovery restores to (postgresql:// DSN of the recovery target); drills create "
+        "their scratch database on this server too. Unset: drills use the platform's server; recoveries refuse.",
+    )
+    platform_url: str | None = Field(None, description="Base URL of the platform's API (http(s)://host[:port]).")
     database_url_secret_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the DSN (deployed runs)."
     )
@@ -105,6 +158,7 @@ class RunbookSettings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    dr: DisasterRecoverySettings = Field(default_factory=DisasterRecoverySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -121,7 +175,7 @@ class RunbookSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "recovery_database_url")
     @classmethod
     def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
@@ -148,6 +202,11 @@ class RunbookSettings(BaseSettings):
         elif scheme and len(scheme) > 1:
             raise ValueError(f"scheme {scheme!r} is not supported: use a folder, file:///path or s3://bucket/prefix")
         return value
+
+    @field_validator("platform_url")
+    @classmethod
+    def _check_platform_url(cls, value: str | None) -> str | None:
+        return _check_http_url(value) if value else None
 
     @field_validator("s3_endpoint_url")
     @classmethod
@@ -181,6 +240,17 @@ class RunbookSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA timezone such as Asia/Tokyo or UTC") from None
         return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has a port that is not a number") from None
+    return value.rstrip("/")
 
 
 def check_dsn(dsn: str) -> None:

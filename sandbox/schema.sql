@@ -67,3 +67,17 @@ BEGIN
             USING (user_id = nullif(current_setting('app.user_id', true), '')::bigint);
     END IF;
 END $$;
+
+-- The platform's roles and what they may do (roles belong to the cluster: a dump holds
+-- only the grants, so a recovery checks the roles are there and the grants came back).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'platform_app') THEN
+        CREATE ROLE platform_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'platform_readonly') THEN
+        CREATE ROLE platform_readonly NOLOGIN;
+    END IF;
+END $$;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO platform_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO platform_readonly;

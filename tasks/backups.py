@@ -32,6 +32,7 @@ from runbook.backups import (
     orphaned_keys,
     verification_key,
 )
+from runbook.dr import DrillRecord
 from runbook.errors import BackupError, StoreError
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import BackupSettings
@@ -106,6 +107,7 @@ def _count_in_snapshot(
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
             out["counts"] = postgres.count_rows(conn, tables)
+            out["security"] = postgres.security_posture(conn)
             if fingerprint:
                 out["fingerprints"] = postgres.fingerprint_tables(conn, tables)
             conn.execute("COMMIT")
@@ -178,6 +180,7 @@ def make_backup(
                 raise
             manifest.tables = counted["counts"]
             manifest.fingerprints = counted.get("fingerprints")
+            manifest.security = counted.get("security")
             manifest.size_bytes = result.size_bytes
             manifest.raw_bytes = result.raw_bytes
             manifest.sha256 = result.sha256
@@ -236,3 +239,31 @@ def prune(
     for key in orphans:
         store.delete(key)
     return doomed, orphans
+
+
+# --------------------------------------------------------------------------- drill records
+
+DRILLS = "drills"
+
+
+def drill_key(database: str, run_id: str) -> str:
+    return f"{database}/{DRILLS}/{run_id}.json"
+
+
+@task(name="read-drill-history", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def read_drill_history(store: BackupStore, database: str, limit: int) -> list[DrillRecord]:
+    """The last ``limit`` drills and recoveries of ``database``, newest first."""
+    keys = sorted(k for k in store.list_keys(f"{database}/{DRILLS}/") if k.endswith(".json"))
+    records: list[DrillRecord] = []
+    for key in keys:
+        try:
+            records.append(DrillRecord.model_validate(get_json(store, key)))
+        except (ValueError, StoreError):
+            continue  # an unreadable record is history lost, not a reason to fail a drill
+    return sorted(records, key=lambda r: r.started_at, reverse=True)[:limit]
+
+
+@task(name="record-drill", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def record_drill(store: BackupStore, record: DrillRecord) -> None:
+    """Keep what this run measured beside the backups, for the next run to compare with."""
+    put_json(store, drill_key(record.database, record.run_id), record.model_dump(mode="json"))

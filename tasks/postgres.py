@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runbook.errors import ConcurrencyError, ConfigError, TransientError
-from runbook.schema import ForeignKey, TableShape
+from runbook.schema import ForeignKey, SecurityPosture, TableSecurity, TableShape
 from runbook.settings import redact_dsn
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -310,6 +310,50 @@ def foreign_keys(conn: psycopg.Connection[Any]) -> list[ForeignKey]:
         ForeignKey(name=r[0], table=r[1], validated=r[2], columns=list(r[3]), ref_table=r[4], ref_columns=list(r[5]))
         for r in rows
     ]
+
+
+def security_posture(conn: psycopg.Connection[Any]) -> SecurityPosture:
+    """Row-level security, policies and grants of every user table (the owner's own
+    privileges left out: a restore with --no-owner gives tables a new owner)."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity,
+               ARRAY(SELECT p.polname::text FROM pg_policy p WHERE p.polrelid = c.oid ORDER BY 1),
+               ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
+                                     || ':' || a.privilege_type
+                     FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner ORDER BY 1)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg_temp%%'
+        ORDER BY 1
+        """,
+        (list(SYSTEM_SCHEMAS),),
+    ).fetchall()
+    return SecurityPosture(
+        tables={r[0]: TableSecurity(rls=r[1], forced=r[2], policies=list(r[3]), grants=list(r[4])) for r in rows}
+    )
+
+
+def existing_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[str]:
+    rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(names),)).fetchall()
+    return {row[0] for row in rows}
+
+
+def database_exists(admin_dsn: str, name: str, **kwargs: Any) -> bool:
+    with session(admin_dsn, autocommit=True, **kwargs) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def user_table_count(conn: psycopg.Connection[Any]) -> int:
+    return len(list_tables(conn))
+
+
+def rename_database(admin_dsn: str, name: str, new_name: str, **kwargs: Any) -> None:
+    """Move a database aside under a new name, disconnecting its sessions first."""
+    with session(admin_dsn, autocommit=True, **kwargs) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+        )
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name)))
 
 
 def create_database(admin_dsn: str, name: str, **kwargs: Any) -> None:

@@ -63,3 +63,18 @@ def run_smoke_queries(conn: psycopg.Connection[Any]) -> tuple[list[CheckResult],
         detail = f"{len(rows)} rows in {elapsed_ms:.1f} ms" if ok else empty_means
         checks.append(CheckResult(name=f"smoke:{name}", ok=ok, detail=detail))
     return checks, latencies
+
+
+from prefect import get_run_logger, task  # noqa: E402 - the plain function above needs no Prefect
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from runbook.retry import RETRIES, backoff, retry_transient  # noqa: E402
+from tasks import postgres  # noqa: E402
+
+
+@task(name="smoke-queries", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def smoke_test(dsn: str, connect_timeout: int, statement_timeout: int) -> tuple[list[CheckResult], dict[str, float]]:
+    """Run the platform's key reads once on the database, each timed."""
+    get_run_logger().info("Running %d smoke queries", len(SMOKE_QUERIES))
+    with postgres.session(dsn, application="runbook smoke", connect_timeout=connect_timeout, statement_timeout_s=statement_timeout) as conn:
+        return run_smoke_queries(conn)

@@ -137,6 +137,8 @@ def s3_platform(platform: Platform, s3_server: S3, monkeypatch: pytest.MonkeyPat
     return platform
 
 
-def scratch_databases(admin_dsn: str) -> list[str]:
+def scratch_databases(admin_dsn: str, kind: str = "verify") -> list[str]:
+    """Scratch databases of backup-verify (``verify``) or of drills (``drill``) still on the server."""
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'runbook_verify_%'")]
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"runbook\\_{kind}\\_%",))
+        return [r[0] for r in rows]

@@ -1,0 +1,437 @@
+"""``disaster-recovery`` (runbook §6.3–§6.4): bring the platform's database back from a
+backup, in five named and timed phases, and measure RTO and RPO on every run.
+
+A *drill* (monthly, or by hand) restores into a new scratch database and never touches
+the live platform; a *recovery* restores into the configured recovery target after a
+typed confirmation. Both follow the same steps:
+
+1. emergency shutdown (the maintenance-mode hook; skipped in a drill)
+2. restore the backup (fetch, sha256, ``pg_restore -j``)
+3. verify the data (the integrity checks of backup-verify)
+4. bring the services back (the configured steps)
+5. test every function (the platform's key reads, and its HTTP checks when configured)
+
+then the post-recovery checks (health, performance against the previous drill,
+security). A failed phase stops the ones after it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+from pydantic import BaseModel, Field, SecretStr
+
+from runbook import dr
+from runbook.backups import Manifest, human_size, select_backup
+from runbook.checks import CheckResult, failed
+from runbook.errors import ConfigError
+from runbook.reports import artifact_key, expected_failures
+from runbook.settings import HookStep, RunbookSettings
+from runbook.target import Target, prepare
+from tasks import postgres
+from tasks.backups import fetch_backup, first_line, read_catalog_task, read_drill_history, record_drill
+from tasks.hooks import check_platform_http, run_hook_step
+from tasks.pgtools import DumpUnreadable, choose_pg_tools
+from tasks.restore import (
+    check_health,
+    check_integrity,
+    checksum_checks,
+    create_scratch_database,
+    drop_scratch_database,
+    read_security,
+    restore_backup,
+)
+from tasks.runs import label_flow_run, read_flow_run_labels
+from tasks.smoke import smoke_test
+from tasks.store import BackupStore, open_backup_store
+from tasks.validation import IntegrityWorker
+
+
+class Mode(str, Enum):
+    DRILL = "drill"
+    RECOVER = "recover"
+
+
+class DrParameters(BaseModel):
+    """What to restore, where, and against which targets."""
+
+    mode: Mode = Field(Mode.DRILL, description="drill: restore into a scratch database, touch nothing live. recover: the real thing.")
+    backup_id: str | None = Field(None, description="A backup id such as backup_20261129_073000. Unset: the latest DONE.")
+    at: datetime | None = Field(None, description="Take the latest DONE backup at or before this time (a backup date).")
+    keep_restored: bool = Field(False, description="Drill: keep the scratch database afterwards (it is dropped otherwise).")
+    replace: bool = Field(
+        False,
+        description="Recover: the recovery target holds tables; move it aside (renamed, nothing dropped) and restore into a new one.",
+    )
+    rto_target_minutes: float = Field(240.0, gt=0, description="§6.3 recovery time objective (4 hours).")
+    rpo_target_minutes: float = Field(60.0, gt=0, description="§6.3 recovery point objective (1 hour).")
+    incident_at: datetime | None = Field(None, description="Recover: when the incident began. Unset: this run's start.")
+    confirm: str | None = Field(
+        None,
+        description="Recover: the recovery target's database name, typed to confirm. Unset: the run pauses and asks in the UI.",
+    )
+
+
+class Confirmation(RunInput):
+    """Typed confirmation of a recovery."""
+
+    database: str = Field(description="Type the name of the database the recovery will restore into.")
+
+
+@dataclass
+class Destination:
+    """Where the backup is restored: a server (reached through a database that exists
+    on it), a database name, and whether that database is this run's scratch."""
+
+    server: SecretStr
+    name: str
+    dsn: SecretStr
+    scratch: bool
+    move_aside: str | None = None
+    created: bool = False
+
+
+@dataclass
+class Findings:
+    """What the phases found, for the checks, the report and the run's metadata."""
+
+    checks: list[CheckResult] = field(default_factory=list)
+    latencies_ms: dict[str, float] = field(default_factory=dict)
+    restored_bytes: int = 0
+
+
+# --------------------------------------------------------------------------- before anything is touched
+
+
+def check_parameters(params: DrParameters, started_at: datetime) -> datetime:
+    """Refuse contradictory parameters; return the incident time."""
+    if params.backup_id and params.at:
+        raise ConfigError("give backup_id or at, not both")
+    if params.mode is Mode.DRILL:
+        if params.incident_at or params.confirm or params.replace:
+            raise ConfigError("incident_at, confirm and replace apply to mode=recover; a drill's incident is its start")
+        return started_at
+    if params.keep_restored:
+        raise ConfigError("keep_restored applies to drills: a recovery always keeps what it restored")
+    incident_at = params.incident_at or started_at
+    if incident_at.tzinfo is None:
+        incident_at = incident_at.replace(tzinfo=timezone.utc)
+    if incident_at > started_at + timedelta(minutes=1):
+        raise ConfigError(f"incident_at {incident_at.isoformat()} is in the future")
+    return incident_at
+
+
+def plan_destination(params: DrParameters, settings: RunbookSettings, target: Target, manifest: Manifest) -> Destination:
+    """A drill restores into a new scratch database (on the recovery server when one is
+    configured, else on the platform's); a recovery into the recovery target, which
+    must be empty unless ``replace``."""
+    recovery = settings.recovery_database_url
+    if params.mode is Mode.DRILL:
+        server = SecretStr(postgres.with_database(recovery.get_secret_value(), "postgres")) if recovery else target.dsn_secret
+        name = f"runbook_drill_{manifest.id.removeprefix('backup_')}_{secrets.token_hex(3)}"
+        return Destination(server=server, name=name, dsn=SecretStr(postgres.with_database(server.get_secret_value(), name)), scratch=True)
+    if recovery is None:
+        raise ConfigError("a recovery restores into RUNBOOK_RECOVERY_DATABASE_URL: set it to the recovery target's postgresql:// DSN")
+    name = postgres.database_name(recovery.get_secret_value())
+    server = SecretStr(postgres.with_database(recovery.get_secret_value(), "postgres"))
+    destination = Destination(server=server, name=name, dsn=recovery, scratch=False)
+    if postgres.database_exists(server.get_secret_value(), name, connect_timeout=settings.connect_timeout):
+        with postgres.session(recovery.get_secret_value(), connect_timeout=settings.connect_timeout, statement_timeout_s=60) as conn:
+            tables = postgres.user_table_count(conn)
+        if tables and not params.replace:
+            raise ConfigError(
+                f"the recovery target {name} is not empty ({tables} tables): pass replace=true (CLI --replace) "
+                "to move it aside under a new name and restore into a new one"
+            )
+        if tables:
+            destination.move_aside = f"{name[:40]}_before_{datetime.now(timezone.utc):%Y%m%d_%H%M%S}"
+        else:
+            destination.created = True  # exists and empty: restore into it as is
+    return destination
+
+
+def confirm_recovery(params: DrParameters, name: str, settings: RunbookSettings) -> None:
+    """The operator types the target database's name (parameter, or in the Prefect UI)."""
+    typed = params.confirm
+    if typed is None:
+        logger = get_run_logger()
+        logger.warning(
+            "Waiting for confirmation: resume this run in the Prefect UI and type %r, the database the recovery restores into", name
+        )
+        try:
+            answer = pause_flow_run(
+                wait_for_input=Confirmation, timeout=settings.dr.confirm_timeout_seconds, poll_interval=2, key="confirm-recovery"
+            )
+        except FlowPauseTimeout:
+            raise ConfigError(f"no confirmation within {settings.dr.confirm_timeout_seconds} s: nothing was touched") from None
+        typed = answer.database
+    if typed.strip() != name:
+        raise ConfigError(f"the confirmation {typed.strip()!r} is not the recovery target {name!r}: nothing was touched")
+
+
+# --------------------------------------------------------------------------- the phases of §6.4
+
+
+def hook_env(destination: Destination, mode: Mode) -> dict[str, SecretStr]:
+    return {
+        "RUNBOOK_DR_MODE": SecretStr(mode.value),
+        "RUNBOOK_RESTORED_DATABASE": SecretStr(destination.name),
+        "RUNBOOK_RESTORED_DATABASE_URL": destination.dsn,
+    }
+
+
+def emergency_shutdown(step: HookStep, env: dict[str, SecretStr]) -> str:
+    return f"{step.name}: {run_hook_step(step, env)}"
+
+
+def restore(
+    store: BackupStore, manifest: Manifest, destination: Destination, settings: RunbookSettings, findings: Findings
+) -> str:
+    """Fetch the backup, check it against its manifest, restore it."""
+    server = destination.server.get_secret_value()
+    tools = choose_pg_tools(postgres.inspect_database(server, settings.connect_timeout).server_major, settings.pg_bin_dir)
+    if destination.move_aside:
+        get_run_logger().warning("Moving the recovery target %s aside as %s", destination.name, destination.move_aside)
+        postgres.rename_database(server, destination.name, destination.move_aside, connect_timeout=settings.connect_timeout)
+    if not destination.created:
+        create_scratch_database(server, destination.name, settings.connect_timeout)
+        destination.created = True
+        if destination.scratch and flow_run.get_id():
+            label_flow_run(str(flow_run.get_id()), {"scratch_database": destination.name}, [])
+    work_dir = settings.verify.work_dir
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="runbook-dr-", dir=work_dir) as scratch:
+        dump_file = Path(scratch) / f"{manifest.id}.dump"
+        problem = None
+        try:
+            fetched = fetch_backup(store, manifest, dump_file)
+        except DumpUnreadable as err:
+            fetched, problem = err.result, str(err)
+        findings.checks += checksum_checks(manifest, fetched, problem)
+        bad = failed(findings.checks, critical_only=True)
+        if bad:
+            raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + ", ".join(f"{c.name} ({c.detail})" for c in bad))
+        restore_backup(tools, dump_file, destination.dsn.get_secret_value(), settings.backup.restore_jobs)
+    findings.restored_bytes = postgres.inspect_database(destination.dsn.get_secret_value(), settings.connect_timeout).size_bytes
+    return (
+        f"{human_size(fetched.size_bytes)} fetched, sha256 ok, pg_restore -j {settings.backup.restore_jobs} "
+        f"into {destination.name} ({human_size(findings.restored_bytes)})"
+    )
+
+
+def verify_data(destination: Destination, manifest: Manifest, settings: RunbookSettings, worker: IntegrityWorker, findings: Findings) -> str:
+    """The integrity checks of backup-verify on the restored database."""
+    checks = check_integrity(destination.dsn.get_secret_value(), manifest, settings, False, worker)
+    findings.checks += checks
+    bad = failed(checks, critical_only=True)
+    if bad:
+        raise dr.PhaseFailed(f"{len(bad)} integrity checks failed: " + ", ".join(f"{c.name} ({c.detail})" for c in bad[:5]))
+    return f"{len(checks)} integrity checks, {len(failed(checks))} warnings"
+
+
+def restore_services(steps: list[HookStep], env: dict[str, SecretStr]) -> str:
+    return "; ".join(f"{step.name}: {run_hook_step(step, env)}" for step in steps)
+
+
+def test_functions(destination: Destination, settings: RunbookSettings, platform_url: str | None, findings: Findings) -> str:
+    """The platform's key reads on the restored schema, and its HTTP checks."""
+    checks, findings.latencies_ms = smoke_test(destination.dsn.get_secret_value(), settings.connect_timeout, settings.statement_timeout)
+    if platform_url:
+        checks += check_platform_http(platform_url, settings.dr.http_checks)
+    findings.checks += checks
+    bad = failed(checks, critical_only=True)
+    if bad:
+        raise dr.PhaseFailed(", ".join(f"{c.name} ({c.detail})" for c in bad))
+    http = f", {len(settings.dr.http_checks)} HTTP checks on {platform_url}" if platform_url else ", no platform URL: no HTTP check"
+    return f"{len(findings.latencies_ms)} smoke queries answered{http}"
+
+
+def post_recovery_checks(
+    destination: Destination,
+    manifest: Manifest,
+    params: DrParameters,
+    settings: RunbookSettings,
+    target: Target,
+    previous: list[dr.DrillRecord],
+    findings: Findings,
+) -> list[CheckResult]:
+    """§6.4 afterwards: health, performance against the previous drill, security."""
+    restored = destination.dsn.get_secret_value()
+    checks = check_health(restored, settings.connect_timeout)
+    before = next((r.latencies_ms for r in previous if r.latencies_ms and r.outcome != "failed"), None)
+    checks += dr.performance_checks(findings.latencies_ms, before, settings.dr.latency_regression_pct, settings.dr.latency_floor_ms)
+    expected = manifest.security
+    if expected is None and params.mode is Mode.DRILL:
+        expected, _ = read_security(target.dsn, settings.connect_timeout)
+        checks.append(CheckResult(name="security:source", ok=True, detail="backup predates security recording: compared with the live database", critical=False))
+    elif expected is None:
+        checks.append(CheckResult(name="security:source", ok=False, detail="backup predates security recording: only public write grants checked", critical=False))
+    posture, roles = read_security(restored, settings.connect_timeout, (expected.roles if expected else []))
+    checks += dr.security_checks(expected or dr.SecurityPosture(), posture, roles)
+    return checks
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+def _drop_abandoned_scratch(flow: Any, flow_run_: Any, state: Any) -> None:
+    """On cancellation or crash: drop the drill's scratch database named in the run's
+    labels (the flow's own clean-up may not have run)."""
+    labels = read_flow_run_labels(str(flow_run_.id))
+    name = labels.get("scratch_database")
+    params = flow_run_.parameters.get("params") or {}
+    if not isinstance(name, str) or not name.startswith("runbook_drill_") or params.get("keep_restored"):
+        return
+    settings, target = prepare()
+    recovery = settings.recovery_database_url
+    server = postgres.with_database(recovery.get_secret_value(), "postgres") if recovery else target.dsn
+    postgres.drop_database(server, name, connect_timeout=settings.connect_timeout)
+
+
+@flow(name="disaster-recovery", on_cancellation=[_drop_abandoned_scratch], on_crashed=[_drop_abandoned_scratch])
+@expected_failures
+def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
+    """Disaster recovery (§6.4) as a drill or for real: emergency shutdown, restore the
+    latest (or a chosen) backup, verify the data, bring the services back, test every
+    function, then the health, performance and security checks. Measures RTO and RPO
+    against §6.3 (4 h, 1 h) and fails a drill that misses either, saying by how much."""
+    logger = get_run_logger()
+    started_at = datetime.now(timezone.utc)
+    settings, target = prepare()
+    incident_at = check_parameters(params, started_at)
+    store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
+    database = postgres.database_name(target.dsn)
+    manifests, _ = read_catalog_task(store, database)
+    manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=params.at)
+    destination = plan_destination(params, settings, target, manifest)
+    previous = read_drill_history(store, database, settings.dr.history)
+    platform_url = settings.dr.platform_url or (settings.platform_url if params.mode is Mode.RECOVER else None)
+    logger.info("%s of %s from %s into %s", params.mode.value.title(), database, manifest.id, destination.name)
+
+    worker = IntegrityWorker.shared()  # imports Great Expectations while the dump is restored
+    timeline = dr.Timeline()
+    findings = Findings()
+    env = hook_env(destination, params.mode)
+    with postgres.session(destination.server.get_secret_value(), application="runbook disaster-recovery", connect_timeout=settings.connect_timeout, statement_timeout_s=60, autocommit=True) as lock:
+        postgres.try_advisory_lock(lock, f"disaster-recovery of {database}")
+        if params.mode is Mode.RECOVER:
+            confirm_recovery(params, destination.name, settings)
+        try:
+            if params.mode is Mode.DRILL:
+                timeline.skip("shutdown", "a drill never touches the live platform")
+            elif settings.dr.shutdown is None:
+                timeline.skip("shutdown", "no maintenance-mode hook configured (RUNBOOK_DR__SHUTDOWN)")
+            else:
+                timeline.run("shutdown", emergency_shutdown, settings.dr.shutdown, env)
+            timeline.run("restore", restore, store, manifest, destination, settings, findings)
+            timeline.run("verify", verify_data, destination, manifest, settings, worker, findings)
+            if settings.dr.restore_services:
+                timeline.run("restore-services", restore_services, settings.dr.restore_services, env)
+            else:
+                timeline.skip("restore-services", "no step configured (RUNBOOK_DR__RESTORE_SERVICES)")
+            timeline.run("test-functions", test_functions, destination, settings, platform_url, findings)
+            if timeline.failure is None:
+                findings.checks += post_recovery_checks(destination, manifest, params, settings, target, previous, findings)
+        finally:
+            if destination.scratch and destination.created and not params.keep_restored:
+                _drop(destination, settings)
+
+    rpo = dr.judge("RPO", dr.achieved_rpo(incident_at, manifest.snapshot_at or manifest.started_at), timedelta(minutes=params.rpo_target_minutes))
+    rto_achieved = dr.achieved_rto(incident_at, timeline.timings, dr.LAST_PHASE)
+    rto_target = timedelta(minutes=params.rto_target_minutes)
+    rto = dr.judge("RTO", rto_achieved, rto_target) if rto_achieved is not None else None
+    result = dr.drill_outcome(timeline.timings, findings.checks, rpo, rto)
+    run_id = f"{'drill' if params.mode is Mode.DRILL else 'recovery'}_{started_at:%Y%m%d_%H%M%S}_{secrets.token_hex(2)}"
+    record = dr.DrillRecord(
+        run_id=run_id,
+        mode=params.mode.value,
+        database=database,
+        backup_id=manifest.id,
+        started_at=started_at,
+        incident_at=incident_at,
+        outcome=result,
+        rpo=rpo,
+        rto=rto,
+        phases=timeline.timings,
+        restored_bytes=findings.restored_bytes,
+        restore_seconds=timeline.phases["restore"].seconds,
+        latencies_ms=findings.latencies_ms,
+        flow_run_id=str(flow_run.get_id() or ""),
+    )
+    return _report(record, findings, previous, store, destination, params, rto_target)
+
+
+def _drop(destination: Destination, settings: RunbookSettings) -> None:
+    try:
+        drop_scratch_database(destination.server.get_secret_value(), destination.name, settings.connect_timeout)
+    except BaseException:  # noqa: BLE001 - interrupted: drop without Prefect, then go on stopping
+        postgres.drop_database(destination.server.get_secret_value(), destination.name, connect_timeout=settings.connect_timeout)
+        raise
+
+
+def _report(
+    record: dr.DrillRecord,
+    findings: Findings,
+    previous: list[dr.DrillRecord],
+    store: BackupStore,
+    destination: Destination,
+    params: DrParameters,
+    rto_target: timedelta,
+) -> Any:
+    """Record the run (store, labels, tags, artifacts) and end it Completed or Failed."""
+    logger = get_run_logger()
+    record_drill(store, record)
+    if record.flow_run_id:
+        labels = dr.run_labels(backup_id=record.backup_id, outcome=record.outcome, rto=record.rto, rpo=record.rpo, phases=record.phases)
+        label_flow_run(record.flow_run_id, labels, [params.mode.value, *dr.run_tags(record.rto, record.rpo)])
+    kept = destination.scratch and params.keep_restored
+    create_table_artifact(
+        key=artifact_key("dr-history", record.database),
+        table=dr.history_rows([record, *previous]),
+        description=f"Drills and recoveries of {record.database}, newest first",
+    )
+    create_markdown_artifact(
+        key=artifact_key("dr-report", record.database),
+        markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept),
+        description=f"{record.mode} of {record.database}: {record.outcome}",
+    )
+    report = {
+        **record.model_dump(mode="json"),
+        "restored_into": destination.name,
+        "kept": kept or not destination.scratch,
+        "moved_aside": destination.move_aside,
+        "checks": [check.model_dump() for check in findings.checks],
+        "failed": [check.name for check in failed(findings.checks)],
+        "phase_seconds": {p.name: round(p.seconds, 2) for p in record.phases},
+    }
+    problems = []
+    failure = next((p for p in record.phases if p.status is dr.PhaseStatus.FAILED), None)
+    if failure is not None:
+        problems.append(f"phase {failure.name} failed: {failure.detail}")
+    critical = failed(findings.checks, critical_only=True)
+    if critical and failure is None:
+        problems.append("checks failed: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:5]))
+    if not record.rpo.ok:
+        problems.append(record.rpo.message)
+    if record.rto is not None and not record.rto.ok:
+        problems.append(record.rto.message)
+    if problems:
+        message = f"{record.mode} of {record.database} from {record.backup_id} failed: " + "; ".join(problems)
+        logger.error(message)
+        return Failed(message=message, data=report)
+    rto_text = record.rto.message if record.rto else ""
+    return Completed(message=f"{record.mode} of {record.database} from {record.backup_id} {record.outcome}: {record.rpo.message}; {rto_text}", data=report)

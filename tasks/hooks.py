@@ -1,0 +1,93 @@
+"""The operator's own steps that a recovery runs against the platform (maintenance
+mode, pointing the app at the restored database, warming caches) and the platform's
+HTTP checks. A step is a command (argv, no shell) or an HTTP call; neither is retried,
+since only the operator knows whether running it twice is safe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+
+from runbook.checks import CheckResult
+from runbook.errors import RunbookError
+from runbook.settings import HookStep
+
+OUTPUT_TAIL = 2000
+
+
+class HookFailed(RunbookError):
+    """A configured step ran and did not succeed."""
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _tail(raw: bytes, secrets: list[str]) -> str:
+    text = raw.decode(errors="replace").strip()
+    return scrub(text[-OUTPUT_TAIL:], secrets)
+
+
+@task(name="run-hook-step", cache_policy=NO_CACHE)
+def run_hook_step(step: HookStep, env: dict[str, SecretStr]) -> str:
+    """Run one configured step; returns a one-line summary, raises HookFailed."""
+    logger = get_run_logger()
+    values = {name: value.get_secret_value() for name, value in env.items()}
+    secrets = [v for v in values.values() if "://" in v] + [h.get_secret_value() for h in step.headers.values()]
+    started = time.perf_counter()
+    if step.command:
+        logger.info("Step %r: running %s", step.name, step.command[0])
+        try:
+            done = subprocess.run(
+                step.command, capture_output=True, timeout=step.timeout_seconds, env={**os.environ, **values}, check=False
+            )
+        except FileNotFoundError:
+            raise HookFailed(f"step {step.name!r}: command {step.command[0]!r} not found") from None
+        except subprocess.TimeoutExpired:
+            raise HookFailed(f"step {step.name!r}: still running after {step.timeout_seconds} s, stopped") from None
+        output = _tail(done.stdout + done.stderr, secrets)
+        if output:
+            logger.info("Step %r output:\n%s", step.name, output)
+        if done.returncode != 0:
+            last = output.splitlines()[-1] if output else "no output"
+            raise HookFailed(f"step {step.name!r}: exit code {done.returncode} ({last})")
+        return f"exit 0 in {time.perf_counter() - started:.1f} s"
+    assert step.url is not None
+    logger.info("Step %r: %s %s", step.name, step.method, step.url)
+    headers = {name: value.get_secret_value() for name, value in step.headers.items()}
+    try:
+        response = httpx.request(step.method, step.url, headers=headers, timeout=step.timeout_seconds)
+    except httpx.HTTPError as err:
+        raise HookFailed(f"step {step.name!r}: {step.method} {step.url} failed: {type(err).__name__} {scrub(str(err), secrets)}") from None
+    if not response.is_success:
+        body = scrub(response.text[:200].strip(), secrets)
+        raise HookFailed(f"step {step.name!r}: {step.method} {step.url} answered {response.status_code} {body}")
+    return f"HTTP {response.status_code} in {time.perf_counter() - started:.1f} s"
+
+
+@task(name="check-platform-http", cache_policy=NO_CACHE)
+def check_platform_http(base_url: str, paths: list[str], timeout_s: float = 10.0) -> list[CheckResult]:
+    """GET each path of the platform; 2xx passes. Latency in the detail."""
+    checks = []
+    with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+        for path in paths:
+            started = time.perf_counter()
+            try:
+                response = client.get(path)
+            except httpx.HTTPError as err:
+                checks.append(CheckResult(name=f"http:{path}", ok=False, detail=f"{type(err).__name__}: {err}"))
+                continue
+            elapsed = (time.perf_counter() - started) * 1000
+            checks.append(
+                CheckResult(name=f"http:{path}", ok=response.is_success, detail=f"HTTP {response.status_code} in {elapsed:.0f} ms")
+            )
+    return checks

@@ -1,0 +1,124 @@
+"""Restoring a backup into a database and checking what came back: the steps that
+backup-verify and disaster-recovery share (PostgreSQL side)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from runbook.backups import Manifest, human_size
+from runbook.checks import CheckResult
+from runbook.schema import SecurityPosture
+from runbook.retry import RETRIES, backoff, retry_transient
+from runbook.settings import RunbookSettings
+from tasks import postgres
+from tasks.pgtools import FetchResult, PgTools, restore_dump
+from tasks.validation import IntegrityPlan, IntegrityWorker
+
+
+def checksum_checks(manifest: Manifest, fetched: FetchResult, problem: str | None) -> list[CheckResult]:
+    """Size and sha256 of the stored dump against the manifest, and whether it decompresses."""
+    checks = [
+        CheckResult(
+            name="size",
+            ok=fetched.size_bytes == manifest.size_bytes,
+            detail=f"{fetched.size_bytes:,} bytes in the store, {manifest.size_bytes or 0:,} in the manifest",
+        ),
+        CheckResult(
+            name="sha256",
+            ok=fetched.sha256 == manifest.sha256,
+            detail=f"store {fetched.sha256[:16]}..., manifest {(manifest.sha256 or '')[:16]}...",
+        ),
+    ]
+    checks.append(CheckResult(name="decompress", ok=problem is None, detail=problem or f"{human_size(fetched.raw_bytes)} dump"))
+    return checks
+
+
+def fingerprint_checks(expected: dict[str, str], actual: dict[str, str]) -> list[CheckResult]:
+    return [
+        CheckResult(
+            name=f"fingerprint:{table}",
+            ok=actual.get(table) == value,
+            detail="identical content" if actual.get(table) == value else f"expected {value}, restored {actual.get(table, 'missing')}",
+        )
+        for table, value in expected.items()
+    ]
+
+
+@task(name="create-scratch-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def create_scratch_database(dsn: str, name: str, connect_timeout: int) -> str:
+    """Create an empty scratch database on the server of ``dsn`` and return its DSN."""
+    get_run_logger().info("Creating scratch database %s", name)
+    postgres.create_database(dsn, name, connect_timeout=connect_timeout)
+    return postgres.with_database(dsn, name)
+
+
+@task(name="restore-backup", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def restore_backup(tools: PgTools, dump_file: Path, target_dsn: str, jobs: int) -> None:
+    """pg_restore the fetched dump into the target database."""
+    get_run_logger().info("Restoring %s with pg_restore -j %d", dump_file.name, jobs)
+    restore_dump(tools, dump_file, target_dsn, jobs=jobs)
+
+
+@task(name="check-integrity", cache_policy=NO_CACHE)
+def check_integrity(
+    restored_dsn: str, manifest: Manifest, settings: RunbookSettings, deep: bool, worker: IntegrityWorker
+) -> list[CheckResult]:
+    """Great Expectations suites in the restored database, and fingerprints when deep."""
+    with postgres.session(restored_dsn, application="runbook verify", connect_timeout=settings.connect_timeout, statement_timeout_s=settings.statement_timeout) as conn:
+        shapes = postgres.table_shapes(conn)
+        keys = postgres.foreign_keys(conn)
+        fingerprints = postgres.fingerprint_tables(conn, list(manifest.fingerprints or {})) if deep else {}
+    plan = IntegrityPlan(
+        expected_rows=manifest.tables,
+        shapes=shapes,
+        foreign_keys=keys,
+        snapshot_at=manifest.snapshot_at,
+        future_time_columns=settings.verify.future_time_columns,
+        thorough=deep or settings.verify.thorough,
+    )
+    checks = worker.run(restored_dsn, plan)
+    extra = sorted(set(shapes) - set(manifest.tables))
+    if extra:
+        checks.append(CheckResult(name="unexpected-tables", ok=False, detail=", ".join(extra), critical=False))
+    if deep:
+        checks += fingerprint_checks(manifest.fingerprints or {}, fingerprints)
+    return checks
+
+
+@task(name="drop-scratch-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def drop_scratch_database(dsn: str, name: str, connect_timeout: int) -> None:
+    """Drop a scratch database (also after a failed step)."""
+    get_run_logger().info("Dropping scratch database %s", name)
+    postgres.drop_database(dsn, name, connect_timeout=connect_timeout)
+
+
+@task(name="check-health", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def check_health(dsn: str, connect_timeout: int) -> list[CheckResult]:
+    """The restored database answers, takes writes and is not a read-only standby."""
+    started = time.perf_counter()
+    with postgres.session(dsn, application="runbook health", connect_timeout=connect_timeout, statement_timeout_s=30) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), version()").fetchone()
+    assert row is not None
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    writable = not row[0] and row[1] == "off"
+    return [
+        CheckResult(name="health:connect", ok=True, detail=f"connected and answered in {elapsed_ms:.0f} ms"),
+        CheckResult(
+            name="health:writable",
+            ok=writable,
+            detail="accepts writes" if writable else "read-only (in recovery or default_transaction_read_only)",
+        ),
+    ]
+
+
+@task(name="read-security", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def read_security(dsn: str, connect_timeout: int, roles: list[str] | None = None) -> tuple[SecurityPosture, set[str]]:
+    """Row-level security, policies and grants of a database, and which of ``roles`` exist on its server."""
+    with postgres.session(dsn, application="runbook security", connect_timeout=connect_timeout, statement_timeout_s=60) as conn:
+        posture = postgres.security_posture(conn)
+        present = postgres.existing_roles(conn, roles or [])
+    return posture, present
