@@ -116,8 +116,10 @@ class Findings:
 # --------------------------------------------------------------------------- before anything is touched
 
 
-def check_parameters(params: DrParameters, started_at: datetime) -> datetime:
+def check_parameters(params: DrParameters, settings: RunbookSettings, started_at: datetime) -> datetime:
     """Refuse contradictory parameters; return the incident time."""
+    if params.mode is Mode.RECOVER and settings.recovery_database_url is None:
+        raise ConfigError("a recovery restores into RUNBOOK_RECOVERY_DATABASE_URL: set it to the recovery target's postgresql:// DSN")
     if params.backup_id and params.at:
         raise ConfigError("give backup_id or at, not both")
     if params.mode is Mode.DRILL:
@@ -312,7 +314,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     logger = get_run_logger()
     started_at = datetime.now(timezone.utc)
     settings, target = prepare()
-    incident_at = check_parameters(params, started_at)
+    incident_at = check_parameters(params, settings, started_at)
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
     manifests, _ = read_catalog_task(store, database)
@@ -430,8 +432,9 @@ def _report(
     if record.rto is not None and not record.rto.ok:
         problems.append(record.rto.message)
     if problems:
-        message = f"{record.mode} of {record.database} from {record.backup_id} failed: " + "; ".join(problems)
-        logger.error(message)
-        return Failed(message=message, data=report)
+        report["message"] = f"{record.mode} of {record.database} from {record.backup_id} failed: " + "; ".join(problems)
+        logger.error(report["message"])
+        return Failed(message=report["message"], data=report)
     rto_text = record.rto.message if record.rto else ""
-    return Completed(message=f"{record.mode} of {record.database} from {record.backup_id} {record.outcome}: {record.rpo.message}; {rto_text}", data=report)
+    report["message"] = f"{record.mode} of {record.database} from {record.backup_id} {record.outcome}: {record.rpo.message}; {rto_text}"
+    return Completed(message=report["message"], data=report)

@@ -53,6 +53,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _positive_minutes(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of minutes") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 minutes, not {value}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --json may come before or after the procedure; the subcommands' copy must not
     # overwrite the top-level value with its default, hence SUPPRESS there.
@@ -82,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox", parents=[common], help="the local stand-in of the platform")
     p.add_argument("action", choices=["up", "seed", "down", "status"])
     p.add_argument("--scale", type=_positive, default=1, help="data set size for seed (1 is about 40 MB)")
+
+    dr_common = _Parser(add_help=False)
+    dr_common.add_argument("--backup-id", help="the backup to restore (default: the latest DONE)")
+    dr_common.add_argument("--at", type=_parse_time, help="restore the latest DONE backup at or before this time")
+    dr_common.add_argument("--rto-minutes", type=_positive_minutes, default=240.0, help="RTO target (default 240, §6.3)")
+    dr_common.add_argument("--rpo-minutes", type=_positive_minutes, default=60.0, help="RPO target (default 60, §6.3)")
+
+    p = sub.add_parser("dr-drill", parents=[common, dr_common], help="disaster-recovery drill into a scratch database (§6.4)")
+    p.add_argument("--keep-restored", action="store_true", help="keep the scratch database afterwards")
+
+    p = sub.add_parser("disaster-recovery", parents=[common, dr_common], help="recover into RUNBOOK_RECOVERY_DATABASE_URL (§6.4)")
+    p.add_argument("--confirm", metavar="DATABASE", help="the recovery target's database name, typed to confirm (required)")
+    p.add_argument("--replace", action="store_true", help="move a non-empty target aside (renamed, kept) and restore into a new one")
+    p.add_argument("--incident-at", type=_parse_time, help="when the incident began (default: now)")
 
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
@@ -119,6 +143,20 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
         from flows.backup_prune import PruneParameters, backup_prune
 
         return _run_flow(backup_prune, params=PruneParameters(dry_run=not args.apply))
+    if name in ("dr-drill", "disaster-recovery"):
+        from flows.disaster_recovery import DrParameters, Mode, disaster_recovery
+
+        common = dict(backup_id=args.backup_id, at=args.at, rto_target_minutes=args.rto_minutes, rpo_target_minutes=args.rpo_minutes)
+        if name == "dr-drill":
+            params = DrParameters(mode=Mode.DRILL, keep_restored=args.keep_restored, **common)
+        else:
+            if not args.confirm:
+                raise ConfigError(
+                    "a recovery needs --confirm <database>: the name of the database in RUNBOOK_RECOVERY_DATABASE_URL "
+                    "(from the Prefect UI, the run pauses and asks instead)"
+                )
+            params = DrParameters(mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=args.incident_at, **common)
+        return _run_flow(disaster_recovery, params=params)
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -173,6 +211,16 @@ def _human(name: str, result: Any) -> str:
         return f"retention {verb}: {', '.join(result['removed']) or 'nothing'} (kept {result['kept']}){orphans}" + (
             "\n(dry run: add --apply to delete)" if result["dry_run"] else ""
         )
+    if name in ("dr-drill", "disaster-recovery"):
+        lines = [f"{result['mode']} of {result['database']} from {result['backup_id']} into {result['restored_into']}: {result['outcome'].upper()}"]
+        for number, phase in enumerate(result["phases"], 1):
+            lines.append(f"  {number}. {phase['name']:<17} {phase['status']:<8} {result['phase_seconds'][phase['name']]:>8.1f} s  {phase['detail']}")
+        for check in result["checks"]:
+            if not check["ok"]:
+                lines.append(f"  {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
+        lines.append(f"  {result['rpo']['message']}")
+        lines.append(f"  {result['rto']['message']}" if result.get("rto") else "  RTO not achieved: the phases did not finish")
+        return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
 
 
@@ -180,6 +228,8 @@ def _fail_message(result: Any) -> str:
     if isinstance(result, BaseException):
         text = str(result).strip()
         return text.splitlines()[0] if text else type(result).__name__
+    if isinstance(result, dict) and result.get("message"):
+        return str(result["message"])
     if isinstance(result, dict) and result.get("failed"):
         return "failed checks: " + ", ".join(result["failed"])
     return "the procedure failed"
@@ -256,7 +306,7 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _demo(as_json: bool) -> int:
-    """The README's first command: a sandbox with data, one backup, its verification."""
+    """The README's first command: a sandbox with data, one backup, its verification, a DR drill."""
     from runbook.settings import load_settings
     from sandbox.platform import Sandbox
 
@@ -274,12 +324,20 @@ def _demo(as_json: bool) -> int:
     if not as_json:
         print(_human("backup", backup_result))
     verify_args = argparse.Namespace(backup_id=backup_result["backup_id"], at=None, deep=True)
-    completed, verify_result = _procedure("backup-verify", verify_args)
-    if as_json:
-        sys.stdout.write(json.dumps({"backup": backup_result, "verification": verify_result}, default=str) + "\n")
-    else:
+    verified, verify_result = _procedure("backup-verify", verify_args)
+    if not as_json:
         print(_human("backup-verify", verify_result))
-    return EXIT_OK if completed else EXIT_PROBLEM
+    drill_args = argparse.Namespace(
+        backup_id=backup_result["backup_id"], at=None, rto_minutes=240.0, rpo_minutes=60.0, keep_restored=False
+    )
+    drilled, drill_result = _procedure("dr-drill", drill_args)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"backup": backup_result, "verification": verify_result, "drill": drill_result}, default=str) + "\n"
+        )
+    else:
+        print(_human("dr-drill", drill_result) if isinstance(drill_result, dict) else f"drill: {_fail_message(drill_result)}")
+    return EXIT_OK if verified and drilled else EXIT_PROBLEM
 
 
 if __name__ == "__main__":

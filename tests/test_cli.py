@@ -95,6 +95,11 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
         (("backup-verify", "--backup-id", "backup_20200101_000000"), {}, "no backup backup_20200101_000000"),
         (("no-such-procedure",), {}, "invalid choice"),
         (("sandbox", "seed", "--scale", "-3"), {}, "must be >= 1"),
+        (("disaster-recovery",), {}, "needs --confirm <database>"),
+        (("disaster-recovery", "--confirm", "x"), {}, "RUNBOOK_RECOVERY_DATABASE_URL"),
+        (("dr-drill", "--rto-minutes", "0"), {}, "must be > 0 minutes"),
+        (("dr-drill", "--backup-id", "backup_1", "--at", "2026-11-29T00:00:00"), {}, "not both"),
+        (("dr-drill",), {"RUNBOOK_DR__SHUTDOWN": '{"name": "m", "command": ["x"], "url": "http://h"}'}, "RUNBOOK_DR__SHUTDOWN"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
@@ -120,6 +125,7 @@ def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_ha
         assert demo.returncode == 0, demo.stderr[-2000:]
         assert "verification of backup_" in demo.stdout and "PASSED" in demo.stdout
         assert "ok   fingerprint:public.users" in demo.stdout
+        assert "drill of platform from backup_" in demo.stdout and "RTO" in demo.stdout
         status = subprocess.run(
             [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "status"], capture_output=True, text=True, env={**base, **env}, timeout=120
         )
@@ -131,3 +137,24 @@ def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_ha
             [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120
         )
     assert json.loads(down.stdout)["sandbox"] == "down"
+
+
+def test_a_drill_stopped_by_sigterm_drops_its_scratch_database(platform: Platform, cli_env: dict[str, str]) -> None:
+    import signal
+    import time
+
+    from tests.conftest import scratch_databases
+
+    assert runbook("backup", "--no-prune", env=cli_env).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runbook.cli", "dr-drill"], env={**os.environ, **cli_env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not scratch_databases(platform.admin_dsn, "drill") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert scratch_databases(platform.admin_dsn, "drill"), "the drill never created its scratch database"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert scratch_databases(platform.admin_dsn, "drill") == []

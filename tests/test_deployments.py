@@ -16,6 +16,7 @@ from prefect.utilities.callables import parameter_schema
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+MODES = {"dr-drill": "disaster-recovery"}  # deployments that run a flow in one mode
 
 
 def load(entrypoint: str) -> Flow:
@@ -30,7 +31,7 @@ def load(entrypoint: str) -> Flow:
 def test_every_deployment_names_its_flow_and_fits_its_parameters(name: str) -> None:
     deployment = DEPLOYMENTS[name]
     flow = load(deployment["entrypoint"])
-    assert flow.name == name
+    assert flow.name == MODES.get(name, name)
     schema = parameter_schema(flow.fn)
     hints = get_type_hints(flow.fn)
     for key, value in (deployment.get("parameters") or {}).items():
@@ -57,7 +58,20 @@ def test_backups_run_hourly_and_verification_weekly_in_the_team_timezone() -> No
 
 def test_every_flow_module_has_a_deployment() -> None:
     modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
-    assert modules == set(DEPLOYMENTS)
+    assert modules == set(DEPLOYMENTS) - set(MODES)
+
+
+def test_the_drill_runs_monthly_and_a_recovery_only_by_hand() -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    drill, recovery = DEPLOYMENTS["dr-drill"], DEPLOYMENTS["disaster-recovery"]
+    assert drill["parameters"]["params"]["mode"] == "drill" and recovery["parameters"]["params"]["mode"] == "recover"
+    schedule = drill["schedules"][0]
+    CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month, weekday) == ("1", "*", "*") and minute != "0"  # monthly, not on the hourly backup's minute
+    assert recovery["schedules"] == []
+    assert "confirm" not in recovery["parameters"]["params"]  # a deployed recovery always asks
 
 
 def test_the_same_deployments_can_be_served_without_a_work_pool() -> None:

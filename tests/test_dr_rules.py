@@ -81,3 +81,131 @@ def test_labels_are_scalars_and_tags_say_ok_or_breached() -> None:
     assert labels["phase_restore_seconds"] == 1740
     assert run_tags(rto, rpo) == ["rpo-ok", "rto-breached"]
     assert run_tags(None, rpo) == ["rpo-ok", "rto-breached"]  # no RTO: the recovery did not finish
+
+
+# --------------------------------------------------------------------------- phases, checks, report
+
+from runbook.checks import CheckResult  # noqa: E402
+from runbook.dr import (  # noqa: E402
+    DrillRecord,
+    PhaseFailed,
+    Timeline,
+    drill_outcome,
+    history_rows,
+    performance_checks,
+    report_markdown,
+    security_checks,
+)
+from runbook.schema import SecurityPosture, TableSecurity  # noqa: E402
+
+
+def ticking_clock(step_s: float = 1.0):  # type: ignore[no-untyped-def]
+    now = [T0]
+
+    def clock() -> datetime:
+        now[0] += timedelta(seconds=step_s)
+        return now[0]
+
+    return clock
+
+
+def test_a_failed_phase_stops_the_ones_after_it_and_says_why() -> None:
+    timeline = Timeline(clock=ticking_clock())
+    timeline.skip("shutdown", "a drill")
+    assert timeline.run("restore", lambda: "restored")
+    assert not timeline.run("verify", lambda: (_ for _ in ()).throw(PhaseFailed("row-count:users (9 != 10)")))
+    timeline.skip("restore-services", "none configured")
+    called = []
+    assert not timeline.run("test-functions", lambda: called.append(1) or "ran")
+    status = {p.name: (p.status, p.detail) for p in timeline.timings}
+    assert status["shutdown"] == (PhaseStatus.SKIPPED, "a drill")
+    assert status["restore"] == (PhaseStatus.OK, "restored")
+    assert status["verify"] == (PhaseStatus.FAILED, "row-count:users (9 != 10)")
+    assert status["restore-services"][0] is PhaseStatus.NOT_RUN
+    assert status["test-functions"] == (PhaseStatus.NOT_RUN, "not run: verify failed")
+    assert called == []
+    assert timeline.phases["restore"].seconds == 1.0
+
+
+POSTURE = SecurityPosture(
+    tables={
+        "public.users": TableSecurity(rls=True, policies=["own_rows"], grants=["platform_app:SELECT", "platform_app:UPDATE"]),
+        "public.market_data": TableSecurity(grants=["PUBLIC:SELECT", "platform_readonly:SELECT"]),
+    }
+)
+
+
+def test_an_identical_posture_passes_every_security_check() -> None:
+    checks = security_checks(POSTURE, POSTURE, {"platform_app", "platform_readonly"})
+    assert [c.name for c in checks if not c.ok] == []
+    assert POSTURE.roles == ["platform_app", "platform_readonly"]
+
+
+def test_lost_rls_policies_grants_roles_and_new_public_writes_are_each_named() -> None:
+    restored = SecurityPosture(
+        tables={
+            "public.users": TableSecurity(rls=False, policies=[], grants=["platform_app:SELECT"]),
+            "public.market_data": TableSecurity(grants=["PUBLIC:SELECT", "PUBLIC:INSERT", "platform_readonly:SELECT"]),
+        }
+    )
+    checks = {c.name: c for c in security_checks(POSTURE, restored, {"platform_app"})}
+    assert not checks["security:row-level-security"].ok and "public.users" in checks["security:row-level-security"].detail
+    assert not checks["security:policies"].ok and "public.users.own_rows" in checks["security:policies"].detail
+    assert not checks["security:roles"].ok and "platform_readonly" in checks["security:roles"].detail
+    assert not checks["security:grants"].ok and "platform_app:UPDATE" in checks["security:grants"].detail
+    assert not checks["security:no-new-public-writes"].ok and "PUBLIC:INSERT" in checks["security:no-new-public-writes"].detail
+    assert all(c.critical for c in checks.values())
+
+
+def test_a_public_write_grant_the_source_had_is_not_new() -> None:
+    source = SecurityPosture(tables={"public.t": TableSecurity(grants=["PUBLIC:INSERT"])})
+    assert all(c.ok for c in security_checks(source, source, set()))
+
+
+def test_smoke_latency_is_flagged_only_when_much_slower_and_above_the_noise_floor() -> None:
+    previous = {"a": 10.0, "b": 100.0, "c": 100.0}
+    checks = {c.name: c for c in performance_checks({"a": 40.0, "b": 190.0, "c": 250.0, "d": 5.0}, previous, 100.0, 50.0)}
+    assert checks["performance:a"].ok  # 4x slower but under the 50 ms floor: noise
+    assert checks["performance:b"].ok  # +90 %: within the 100 % allowance
+    assert not checks["performance:c"].ok and "+150 %" in checks["performance:c"].detail
+    assert checks["performance:d"].ok and "new query" in checks["performance:d"].detail
+    assert not any(c.critical for c in checks.values())
+    assert performance_checks({"a": 1.0}, None, 100, 50)[0].detail == "no previous drill to compare with"
+
+
+def _record(outcome: str = "passed", minutes_ago: int = 0) -> DrillRecord:
+    rpo = judge("RPO", timedelta(minutes=20), timedelta(hours=1))
+    rto = judge("RTO", timedelta(minutes=30), timedelta(hours=4))
+    phases = [phase("shutdown", 0, 0, PhaseStatus.SKIPPED), phase("restore", 0, 20), phase("verify", 20, 25),
+              phase("restore-services", 25, 25, PhaseStatus.SKIPPED), phase("test-functions", 25, 30)]
+    return DrillRecord(
+        run_id="drill_x", mode="drill", database="platform", backup_id="backup_20261129_020000",
+        started_at=T0 - timedelta(minutes=minutes_ago), incident_at=T0, outcome=outcome, rpo=rpo, rto=rto, phases=phases,
+        restored_bytes=10 * GB, restore_seconds=1200.0,
+    )
+
+
+def test_the_outcome_fails_on_a_failed_phase_a_critical_check_or_a_breached_target() -> None:
+    record = _record()
+    ok, warn, bad = CheckResult(name="x", ok=True), CheckResult(name="w", ok=False, critical=False), CheckResult(name="c", ok=False)
+    assert drill_outcome(record.phases, [ok], record.rpo, record.rto) == "passed"
+    assert drill_outcome(record.phases, [ok, warn], record.rpo, record.rto) == "passed-with-warnings"
+    assert drill_outcome(record.phases, [bad], record.rpo, record.rto) == "failed"
+    assert drill_outcome(record.phases, [ok], judge("RPO", timedelta(hours=2), timedelta(hours=1)), record.rto) == "failed"
+    assert drill_outcome(record.phases, [ok], record.rpo, None) == "failed"
+    broken = [*record.phases[:1], phase("restore", 0, 1, PhaseStatus.FAILED)]
+    assert drill_outcome(broken, [ok], record.rpo, record.rto) == "failed"
+
+
+def test_the_report_projects_the_rto_and_shows_the_last_drills_side_by_side() -> None:
+    record, older = _record(), _record("failed", minutes_ago=60 * 24 * 30)
+    text = report_markdown(record, [], [older], timedelta(hours=4), "runbook_drill_x", kept=False)
+    # 10 GB in 20 min: 100 GB takes 3h20m (within 4 h), 1,000 GB 33h20m (beyond)
+    assert "| now: 100 GB | 3h20m00s | yes |" in text
+    assert "| projected: 1,000 GB | 33h20m00s | no: exceeds 4h00m00s |" in text
+    assert "beyond about 120 GB" in text
+    assert "Last runs side by side" in text and text.count("backup_20261129_020000") >= 3
+    rows = history_rows([older, record])
+    assert [r["outcome"] for r in rows] == ["passed", "failed"]  # newest first
+    assert rows[0]["restore"] == "20m00s" and rows[0]["shutdown"] == "skipped"
+    assert all(isinstance(v, (str, int, float)) for row in rows for v in row.values())

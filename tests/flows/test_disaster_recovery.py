@@ -282,3 +282,13 @@ def test_a_recovery_refuses_a_wrong_confirmation_and_a_non_empty_target(recovery
     with psycopg.connect(with_database(platform.admin_dsn, aside)) as conn:
         assert conn.execute("SELECT id FROM precious").fetchone() == (42,)
     assert _counts(with_database(platform.admin_dsn, name)) == _counts(platform.dsn)
+
+
+def test_a_drill_restores_from_s3_and_keeps_its_record_there(s3_platform: Platform, s3_server: Any) -> None:
+    backup(BackupParameters(prune=False))
+    state, report = _run()
+    assert state.is_completed(), state.message
+    bucket = s3_platform.store_url.split("/")[2]
+    keys = [o["Key"] for o in s3_server.client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert [k for k in keys if "/drills/drill_" in k and k.endswith(".json")]
+    assert scratch_databases(s3_platform.admin_dsn, "drill") == []
