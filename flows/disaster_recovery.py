@@ -46,6 +46,7 @@ from tasks.backups import fetch_backup, first_line, read_catalog_task, read_dril
 from tasks.hooks import check_platform_http, run_hook_step
 from tasks.pgtools import DumpUnreadable, choose_pg_tools
 from tasks.restore import (
+    analyze_database,
     check_health,
     check_integrity,
     checksum_checks,
@@ -54,7 +55,7 @@ from tasks.restore import (
     read_security,
     restore_backup,
 )
-from tasks.runs import label_flow_run, read_flow_run_labels
+from tasks.runs import label_flow_run
 from tasks.smoke import smoke_test
 from tasks.store import BackupStore, open_backup_store
 from tasks.validation import IntegrityWorker
@@ -111,6 +112,12 @@ class Findings:
     checks: list[CheckResult] = field(default_factory=list)
     latencies_ms: dict[str, float] = field(default_factory=dict)
     restored_bytes: int = 0
+    analyze: Any = None  # the ANALYZE running beside phase 3 (a Prefect future)
+
+    def statistics_ready(self) -> None:
+        """Wait for the ANALYZE started after the restore (its failure fails the caller)."""
+        if self.analyze is not None:
+            self.analyze.result()
 
 
 # --------------------------------------------------------------------------- before anything is touched
@@ -143,7 +150,7 @@ def plan_destination(params: DrParameters, settings: RunbookSettings, target: Ta
     recovery = settings.recovery_database_url
     if params.mode is Mode.DRILL:
         server = SecretStr(postgres.with_database(recovery.get_secret_value(), "postgres")) if recovery else target.dsn_secret
-        name = f"runbook_drill_{manifest.id.removeprefix('backup_')}_{secrets.token_hex(3)}"
+        name = f"runbook_drill_{manifest.id.removeprefix('backup_')}_{scratch_suffix(flow_run.get_id())}"
         return Destination(server=server, name=name, dsn=SecretStr(postgres.with_database(server.get_secret_value(), name)), scratch=True)
     if recovery is None:
         raise ConfigError("a recovery restores into RUNBOOK_RECOVERY_DATABASE_URL: set it to the recovery target's postgresql:// DSN")
@@ -211,8 +218,6 @@ def restore(
     if not destination.created:
         create_scratch_database(server, destination.name, settings.connect_timeout)
         destination.created = True
-        if destination.scratch and flow_run.get_id():
-            label_flow_run(str(flow_run.get_id()), {"scratch_database": destination.name}, [])
     work_dir = settings.verify.work_dir
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +233,8 @@ def restore(
         if bad:
             raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + ", ".join(f"{c.name} ({c.detail})" for c in bad))
         restore_backup(tools, dump_file, destination.dsn.get_secret_value(), settings.backup.restore_jobs)
+    # planner statistics are gathered while phase 3 checks the data; phase 5 waits for them
+    findings.analyze = analyze_database.submit(destination.dsn.get_secret_value(), settings.connect_timeout)
     findings.restored_bytes = postgres.inspect_database(destination.dsn.get_secret_value(), settings.connect_timeout).size_bytes
     return (
         f"{human_size(fetched.size_bytes)} fetched, sha256 ok, pg_restore -j {settings.backup.restore_jobs} "
@@ -251,6 +258,7 @@ def restore_services(steps: list[HookStep], env: dict[str, SecretStr]) -> str:
 
 def test_functions(destination: Destination, settings: RunbookSettings, platform_url: str | None, findings: Findings) -> str:
     """The platform's key reads on the restored schema, and its HTTP checks."""
+    findings.statistics_ready()
     checks, findings.latencies_ms = smoke_test(destination.dsn.get_secret_value(), settings.connect_timeout, settings.statement_timeout)
     if platform_url:
         checks += check_platform_http(platform_url, settings.dr.http_checks)
@@ -290,18 +298,26 @@ def post_recovery_checks(
 # --------------------------------------------------------------------------- the flow
 
 
+def scratch_suffix(run_id: Any) -> str:
+    """A drill's scratch database ends with its flow run's id (first 12 hex digits), so
+    a hook that only knows the run can find it; a random suffix outside a flow run."""
+    return str(run_id).replace("-", "")[:12] if run_id else secrets.token_hex(6)
+
+
 def _drop_abandoned_scratch(flow: Any, flow_run_: Any, state: Any) -> None:
-    """On cancellation or crash: drop the drill's scratch database named in the run's
-    labels (the flow's own clean-up may not have run)."""
-    labels = read_flow_run_labels(str(flow_run_.id))
-    name = labels.get("scratch_database")
+    """On cancellation or crash: drop this run's drill scratch database (the flow's own
+    clean-up may not have run), unless the run asked to keep it."""
     params = flow_run_.parameters.get("params") or {}
-    if not isinstance(name, str) or not name.startswith("runbook_drill_") or params.get("keep_restored"):
+    if params.get("keep_restored") or params.get("mode", "drill") != "drill":
         return
     settings, target = prepare()
     recovery = settings.recovery_database_url
     server = postgres.with_database(recovery.get_secret_value(), "postgres") if recovery else target.dsn
-    postgres.drop_database(server, name, connect_timeout=settings.connect_timeout)
+    pattern = f"runbook\\_drill\\_%\\_{scratch_suffix(flow_run_.id)}"
+    with postgres.session(server, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))]
+    for name in names:
+        postgres.drop_database(server, name, connect_timeout=settings.connect_timeout)
 
 
 @flow(name="disaster-recovery", on_cancellation=[_drop_abandoned_scratch], on_crashed=[_drop_abandoned_scratch])
@@ -349,6 +365,8 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
             if timeline.failure is None:
                 findings.checks += post_recovery_checks(destination, manifest, params, settings, target, previous, findings)
         finally:
+            if findings.analyze is not None:
+                findings.analyze.wait()
             if destination.scratch and destination.created and not params.keep_restored:
                 _drop(destination, settings)
 

@@ -122,3 +122,12 @@ def read_security(dsn: str, connect_timeout: int, roles: list[str] | None = None
         posture = postgres.security_posture(conn)
         present = postgres.existing_roles(conn, roles or [])
     return posture, present
+
+
+@task(name="analyze-database", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def analyze_database(dsn: str, connect_timeout: int) -> None:
+    """ANALYZE the restored database: pg_restore leaves no planner statistics, and
+    without them the platform's queries (and the smoke reads' latencies) are off."""
+    get_run_logger().info("ANALYZE of the restored database")
+    with postgres.session(dsn, application="runbook analyze", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
+        conn.execute("ANALYZE")

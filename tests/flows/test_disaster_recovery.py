@@ -292,3 +292,28 @@ def test_a_drill_restores_from_s3_and_keeps_its_record_there(s3_platform: Platfo
     keys = [o["Key"] for o in s3_server.client.list_objects_v2(Bucket=bucket)["Contents"]]
     assert [k for k in keys if "/drills/drill_" in k and k.endswith(".json")]
     assert scratch_databases(s3_platform.admin_dsn, "drill") == []
+
+
+def test_the_cancellation_hook_drops_only_this_runs_scratch_database(platform: Platform) -> None:
+    """What Prefect runs when a drill is cancelled or crashes: the flow's own clean-up
+    may not have run, so the hook finds the scratch database by the run's id."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from flows.disaster_recovery import _drop_abandoned_scratch, scratch_suffix
+
+    run, other = uuid4(), uuid4()
+    mine, theirs = (f"runbook_drill_20261129_000000_{scratch_suffix(r)}" for r in (run, other))
+    with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+        for name in (mine, theirs):
+            conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        kept = SimpleNamespace(id=run, parameters={"params": {"mode": "drill", "keep_restored": True}})
+        _drop_abandoned_scratch(None, kept, None)
+        assert set(scratch_databases(platform.admin_dsn, "drill")) == {mine, theirs}
+        _drop_abandoned_scratch(None, SimpleNamespace(id=run, parameters={"params": {"mode": "drill"}}), None)
+        assert scratch_databases(platform.admin_dsn, "drill") == [theirs]
+    finally:
+        with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+            for name in (mine, theirs):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
