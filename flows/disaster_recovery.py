@@ -79,7 +79,11 @@ class DrParameters(BaseModel):
     )
     rto_target_minutes: float = Field(240.0, gt=0, description="§6.3 recovery time objective (4 hours).")
     rpo_target_minutes: float = Field(60.0, gt=0, description="§6.3 recovery point objective (1 hour).")
-    incident_at: datetime | None = Field(None, description="Recover: when the incident began. Unset: this run's start.")
+    incident_at: datetime | None = Field(
+        None,
+        description="Recover: when the incident began; unless a backup is chosen, the latest DONE backup at or before it "
+        "is restored. Unset: this run's start.",
+    )
     confirm: str | None = Field(
         None,
         description="Recover: the recovery target's database name, typed to confirm. Unset: the run pauses and asks in the UI.",
@@ -141,6 +145,20 @@ def check_parameters(params: DrParameters, settings: RunbookSettings, started_at
     if incident_at > started_at + timedelta(minutes=1):
         raise ConfigError(f"incident_at {incident_at.isoformat()} is in the future")
     return incident_at
+
+
+def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: datetime) -> Manifest:
+    """The given backup, or the latest DONE at or before ``at``, or (the default) the
+    latest DONE at or before the incident: a later one may already hold the damage."""
+    at = params.at or (incident_at if params.mode is Mode.RECOVER and not params.backup_id else None)
+    manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=at)
+    taken = manifest.snapshot_at or manifest.started_at
+    if taken > incident_at:
+        raise ConfigError(
+            f"{manifest.id} was taken at {taken.isoformat(timespec='seconds')}, after the incident time "
+            f"{incident_at.isoformat(timespec='seconds')}: it may hold the damage; choose a backup at or before it"
+        )
+    return manifest
 
 
 def plan_destination(params: DrParameters, settings: RunbookSettings, target: Target, manifest: Manifest) -> Destination:
@@ -334,7 +352,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
     manifests, _ = read_catalog_task(store, database)
-    manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=params.at)
+    manifest = choose_backup(manifests, params, incident_at)
     destination = plan_destination(params, settings, target, manifest)
     previous = read_drill_history(store, database, settings.dr.history)
     platform_url = settings.dr.platform_url or (settings.platform_url if params.mode is Mode.RECOVER else None)
@@ -363,27 +381,50 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                 timeline.skip("restore-services", "no step configured (RUNBOOK_DR__RESTORE_SERVICES)")
             timeline.run("test-functions", test_functions, destination, settings, platform_url, findings)
             if timeline.failure is None:
-                findings.checks += post_recovery_checks(destination, manifest, params, settings, target, previous, findings)
+                try:
+                    findings.checks += post_recovery_checks(destination, manifest, params, settings, target, previous, findings)
+                except Exception as err:  # noqa: BLE001 - a check that could not run is a failed check
+                    findings.checks.append(CheckResult(name="post-recovery-checks", ok=False, detail=first_line(err)))
+            record = measure(params, database, manifest, started_at, incident_at, timeline, findings)
+            # labelling the run goes on while the scratch database is dropped
+            labelled = label_flow_run.submit(
+                record.flow_run_id,
+                dr.run_labels(backup_id=record.backup_id, outcome=record.outcome, rto=record.rto, rpo=record.rpo, phases=record.phases),
+                [params.mode.value, *dr.run_tags(record.rto, record.rpo)],
+            ) if record.flow_run_id else None
         finally:
             if findings.analyze is not None:
                 findings.analyze.wait()
             if destination.scratch and destination.created and not params.keep_restored:
                 _drop(destination, settings)
+    report = _report(record, findings, previous, store, destination, params)
+    if labelled is not None:
+        labelled.result()
+    return report
 
+
+def measure(
+    params: DrParameters,
+    database: str,
+    manifest: Manifest,
+    started_at: datetime,
+    incident_at: datetime,
+    timeline: dr.Timeline,
+    findings: Findings,
+) -> dr.DrillRecord:
+    """RPO and RTO against their targets, and the record of the run."""
     rpo = dr.judge("RPO", dr.achieved_rpo(incident_at, manifest.snapshot_at or manifest.started_at), timedelta(minutes=params.rpo_target_minutes))
     rto_achieved = dr.achieved_rto(incident_at, timeline.timings, dr.LAST_PHASE)
-    rto_target = timedelta(minutes=params.rto_target_minutes)
-    rto = dr.judge("RTO", rto_achieved, rto_target) if rto_achieved is not None else None
-    result = dr.drill_outcome(timeline.timings, findings.checks, rpo, rto)
+    rto = dr.judge("RTO", rto_achieved, timedelta(minutes=params.rto_target_minutes)) if rto_achieved is not None else None
     run_id = f"{'drill' if params.mode is Mode.DRILL else 'recovery'}_{started_at:%Y%m%d_%H%M%S}_{secrets.token_hex(2)}"
-    record = dr.DrillRecord(
+    return dr.DrillRecord(
         run_id=run_id,
         mode=params.mode.value,
         database=database,
         backup_id=manifest.id,
         started_at=started_at,
         incident_at=incident_at,
-        outcome=result,
+        outcome=dr.drill_outcome(timeline.timings, findings.checks, rpo, rto),
         rpo=rpo,
         rto=rto,
         phases=timeline.timings,
@@ -392,7 +433,6 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
         latencies_ms=findings.latencies_ms,
         flow_run_id=str(flow_run.get_id() or ""),
     )
-    return _report(record, findings, previous, store, destination, params, rto_target)
 
 
 def _drop(destination: Destination, settings: RunbookSettings) -> None:
@@ -410,14 +450,11 @@ def _report(
     store: BackupStore,
     destination: Destination,
     params: DrParameters,
-    rto_target: timedelta,
 ) -> Any:
-    """Record the run (store, labels, tags, artifacts) and end it Completed or Failed."""
+    """Record the run (store, artifacts) and end it Completed or Failed."""
     logger = get_run_logger()
     record_drill(store, record)
-    if record.flow_run_id:
-        labels = dr.run_labels(backup_id=record.backup_id, outcome=record.outcome, rto=record.rto, rpo=record.rpo, phases=record.phases)
-        label_flow_run(record.flow_run_id, labels, [params.mode.value, *dr.run_tags(record.rto, record.rpo)])
+    rto_target = timedelta(minutes=params.rto_target_minutes)
     kept = destination.scratch and params.keep_restored
     create_table_artifact(
         key=artifact_key("dr-history", record.database),

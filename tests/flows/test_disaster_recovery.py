@@ -317,3 +317,20 @@ def test_the_cancellation_hook_drops_only_this_runs_scratch_database(platform: P
         with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
             for name in (mine, theirs):
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_a_recovery_restores_the_last_backup_before_the_incident_never_a_later_one(recovery: Any) -> None:
+    platform, first, name = recovery
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO system_logs (level, message, created_at) VALUES ('ERROR', 'the damage', now())")
+    time.sleep(1.1)
+    incident = datetime.now(timezone.utc)
+    time.sleep(0.1)
+    later = backup(BackupParameters(prune=False))["backup_id"]
+    state, _ = _run(mode=Mode.RECOVER, confirm=name, incident_at=incident, backup_id=later)
+    assert state.is_failed() and "after the incident time" in state.message
+    state, report = _run(mode=Mode.RECOVER, confirm=name, incident_at=incident)
+    assert state.is_completed(), state.message
+    assert report["backup_id"] == first != later
+    with psycopg.connect(with_database(platform.admin_dsn, name)) as conn:
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE message = 'the damage'").fetchone() == (0,)
