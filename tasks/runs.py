@@ -10,28 +10,29 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from runbook.retry import RETRIES, backoff
 
-# On a SQLite-backed Prefect server the labels endpoint reads the run and then writes
-# it in one deferred transaction; when a background writer (task-run events, logs)
-# commits in between, SQLite refuses the write at once and the server answers 503, which
-# Prefect's client retries only after 2 s. Retry that conflict sooner, a bounded few times.
-QUICK_RETRIES = (0.05, 0.1, 0.2, 0.4)
+# On a SQLite-backed Prefect server (the default server, the CLI's ephemeral mode) the
+# labels endpoint reads the run, then writes it; when another writer holds the database
+# then, the server answers 503 at once. Prefect's client sleeps 2 s before it even looks
+# at a retryable answer (also with retries off), so labelling a run took 2 s in most
+# drills. One quick attempt at a time instead, a bounded few, then the client's own way.
+QUICK_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)
+RETRYABLE = {429, 502, 503}
 
 
 def _update_labels(client, run_id: UUID, labels: dict[str, str | int | float | bool]) -> None:  # type: ignore[no-untyped-def]
+    http = client._client  # the client's httpx client: the API's base URL and auth
     for pause in QUICK_RETRIES:
-        try:
-            with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}):
-                client.update_flow_run_labels(run_id, labels)
+        request = http.build_request("PATCH", f"/flow_runs/{run_id}/labels", json=labels)
+        response = httpx.Client.send(http, request)  # one attempt, without the 2 s sleep
+        if response.status_code < 300:
             return
-        except httpx.HTTPStatusError as err:
-            if err.response.status_code < 500:
-                raise
-            time.sleep(pause)
-    client.update_flow_run_labels(run_id, labels)  # last try with the client's own retries
+        if response.status_code not in RETRYABLE:
+            break  # e.g. a CSRF token needed: the client's own way knows how
+        time.sleep(pause)
+    client.update_flow_run_labels(run_id, labels)
 
 
 @task(name="label-flow-run", retries=RETRIES, retry_delay_seconds=backoff(), cache_policy=NO_CACHE)
