@@ -52,6 +52,8 @@ from tasks.restore import (
     checksum_checks,
     create_scratch_database,
     drop_scratch_database,
+    inspect_recovery_target,
+    move_database_aside,
     read_security,
     restore_backup,
 )
@@ -175,9 +177,8 @@ def plan_destination(params: DrParameters, settings: RunbookSettings, target: Ta
     name = postgres.database_name(recovery.get_secret_value())
     server = SecretStr(postgres.with_database(recovery.get_secret_value(), "postgres"))
     destination = Destination(server=server, name=name, dsn=recovery, scratch=False)
-    if postgres.database_exists(server.get_secret_value(), name, connect_timeout=settings.connect_timeout):
-        with postgres.session(recovery.get_secret_value(), connect_timeout=settings.connect_timeout, statement_timeout_s=60) as conn:
-            tables = postgres.user_table_count(conn)
+    tables = inspect_recovery_target(server.get_secret_value(), recovery.get_secret_value(), settings.connect_timeout)
+    if tables is not None:
         if tables and not params.replace:
             raise ConfigError(
                 f"the recovery target {name} is not empty ({tables} tables): pass replace=true (CLI --replace) "
@@ -231,8 +232,7 @@ def restore(
     server = destination.server.get_secret_value()
     tools = choose_pg_tools(postgres.inspect_database(server, settings.connect_timeout).server_major, settings.pg_bin_dir)
     if destination.move_aside:
-        get_run_logger().warning("Moving the recovery target %s aside as %s", destination.name, destination.move_aside)
-        postgres.rename_database(server, destination.name, destination.move_aside, connect_timeout=settings.connect_timeout)
+        move_database_aside(server, destination.name, destination.move_aside, settings.connect_timeout)
     if not destination.created:
         create_scratch_database(server, destination.name, settings.connect_timeout)
         destination.created = True

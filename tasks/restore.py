@@ -131,3 +131,23 @@ def analyze_database(dsn: str, connect_timeout: int) -> None:
     get_run_logger().info("ANALYZE of the restored database")
     with postgres.session(dsn, application="runbook analyze", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
         conn.execute("ANALYZE")
+
+
+@task(name="inspect-recovery-target", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def inspect_recovery_target(server_dsn: str, target_dsn: str, connect_timeout: int) -> int | None:
+    """How many user tables the recovery target holds; None when it does not exist."""
+    name = postgres.database_name(target_dsn)
+    if not postgres.database_exists(server_dsn, name, connect_timeout=connect_timeout):
+        get_run_logger().info("Recovery target %s does not exist yet", name)
+        return None
+    with postgres.session(target_dsn, application="runbook recovery", connect_timeout=connect_timeout, statement_timeout_s=60) as conn:
+        tables = postgres.user_table_count(conn)
+    get_run_logger().info("Recovery target %s holds %d tables", name, tables)
+    return tables
+
+
+@task(name="move-database-aside", cache_policy=NO_CACHE)
+def move_database_aside(server_dsn: str, name: str, new_name: str, connect_timeout: int) -> None:
+    """Rename a database out of the way (its sessions are ended first); nothing is dropped."""
+    get_run_logger().warning("Moving database %s aside as %s", name, new_name)
+    postgres.rename_database(server_dsn, name, new_name, connect_timeout=connect_timeout)
