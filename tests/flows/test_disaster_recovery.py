@@ -334,3 +334,17 @@ def test_a_recovery_restores_the_last_backup_before_the_incident_never_a_later_o
     assert report["backup_id"] == first != later
     with psycopg.connect(with_database(platform.admin_dsn, name)) as conn:
         assert conn.execute("SELECT count(*) FROM system_logs WHERE message = 'the damage'").fetchone() == (0,)
+
+
+def test_a_drill_makes_its_scratch_database_on_the_recovery_server_when_one_is_set(
+    backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, _ = backed_up
+    # the recovery target itself is never touched by a drill: it need not even exist
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _dsn_url(platform.admin_dsn, "not_created_by_a_drill"))
+    state, report = _run()
+    assert state.is_completed(), state.message
+    assert report["restored_into"].startswith("runbook_drill_")
+    with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'not_created_by_a_drill'").fetchone() is None
+    assert scratch_databases(platform.admin_dsn, "drill") == []
