@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
 
 ENV_PREFIX = "RUNBOOK_"
@@ -121,6 +122,27 @@ class DisasterRecoverySettings(BaseModel):
         return _check_http_url(value) if value else None
 
 
+class DeploySettings(BaseModel):
+    """Deploy verification (§1.4–1.5): what to check, how hard, and how to roll back."""
+
+    endpoints: list[Endpoint] = Field(
+        default_factory=lambda: [e.model_copy() for e in DEFAULT_ENDPOINTS],
+        description="Endpoints checked after a deploy: path, auth, status, JSON keys, cache TTL (§0, §7.3).",
+    )
+    samples: int = Field(5, ge=1, le=500, description="Requests per endpoint; latency is judged on their p95.")
+    concurrency: int = Field(10, ge=1, le=100, description="Requests in flight at once.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per request.")
+    warning_ms: float = Field(3000.0, gt=0, description="§7.1 response time warning (p95).")
+    critical_ms: float = Field(5000.0, gt=0, description="§7.1 response time critical (p95).")
+    rollback_command: list[str] = Field(
+        default_factory=lambda: ["wrangler", "rollback"],
+        description="Run on a critical failure in production (§1.5); an empty list means alert only.",
+    )
+    rollback_wait_seconds: float = Field(30.0, ge=0, le=3600, description="Wait after the rollback before verifying again.")
+    rollback_timeout_seconds: int = Field(600, ge=1, description="How long the rollback command may run.")
+    ca_bundle: Path | None = Field(None, description="CA bundle for the platform's TLS (a private CA); unset: the system's.")
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -142,6 +164,7 @@ class RunbookSettings(BaseSettings):
         "their scratch database on this server too. Unset: drills use the platform's server; recoveries refuse.",
     )
     platform_url: str | None = Field(None, description="Base URL of the platform's API (http(s)://host[:port]).")
+    platform_token: SecretStr | None = Field(None, description="Bearer token for the platform's authenticated endpoints (/api/dashboard).")
     database_url_secret_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding the DSN (deployed runs)."
     )
@@ -159,6 +182,7 @@ class RunbookSettings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     dr: DisasterRecoverySettings = Field(default_factory=DisasterRecoverySettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     @classmethod
     def settings_customise_sources(
