@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="move a non-empty target aside (renamed, kept) and restore into a new one")
     p.add_argument("--incident-at", type=_parse_time, help="when the incident began (default: now)")
 
+    p = sub.add_parser("deploy-verify", parents=[common], help="verify a deploy; roll back a bad production deploy (§1.4-1.5)")
+    p.add_argument("--env", dest="environment", choices=["staging", "production"], default="staging", help="default: staging")
+    p.add_argument("--base-url", help="the platform's base URL (default: RUNBOOK_PLATFORM_URL)")
+    p.add_argument("--expected-version", help="the version the deploy should serve")
+    p.add_argument("--samples", type=_positive, help="requests per endpoint (default: RUNBOOK_DEPLOY__SAMPLES, 5)")
+    p.add_argument("--no-rollback", dest="rollback", action="store_false", help="report only, even in production")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -157,6 +164,14 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
                 )
             params = DrParameters(mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=args.incident_at, **common)
         return _run_flow(disaster_recovery, params=params)
+    if name == "deploy-verify":
+        from flows.deploy_verify import DeployVerifyParameters, deploy_verify
+
+        params = DeployVerifyParameters(
+            environment=args.environment, base_url=args.base_url, expected_version=args.expected_version,
+            samples=args.samples, rollback=args.rollback,
+        )
+        return _run_flow(deploy_verify, params=params)
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -220,6 +235,19 @@ def _human(name: str, result: Any) -> str:
                 lines.append(f"  {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
         lines.append(f"  {result['rpo']['message']}")
         lines.append(f"  {result['rto']['message']}" if result.get("rto") else "  RTO not achieved: the phases did not finish")
+        return "\n".join(lines)
+    if name == "deploy-verify":
+        lines = [f"deploy verification ({result['environment']}, {result['base_url']}): {result['outcome'].upper()}"]
+        for row in result["rounds"][0]["endpoints"]:
+            lines.append(f"  {row['path']:<28} p50 {row['p50_ms']:>7.1f} ms  p95 {row['p95_ms']:>7.1f} ms  {row['statuses']}")
+        for check in result["checks"]:
+            if not check["ok"]:
+                lines.append(f"  {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
+        rollback = result["rollback"]
+        if rollback.get("done"):
+            lines.append(f"  rolled back ({rollback['result']}); verification after it: {rollback.get('verified')}")
+        elif rollback.get("error"):
+            lines.append(f"  ROLLBACK FAILED: {rollback['error']}")
         return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
 

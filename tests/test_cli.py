@@ -99,6 +99,9 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
         (("disaster-recovery", "--confirm", "x"), {}, "RUNBOOK_RECOVERY_DATABASE_URL"),
         (("dr-drill", "--rto-minutes", "0"), {}, "must be > 0 minutes"),
         (("dr-drill", "--backup-id", "backup_1", "--at", "2026-11-29T00:00:00"), {}, "not both"),
+        (("deploy-verify",), {"RUNBOOK_PLATFORM_URL": ""}, "RUNBOOK_PLATFORM_URL"),
+        (("deploy-verify", "--base-url", "ftp://x"), {}, "not an http(s)://host[:port] URL"),
+        (("deploy-verify", "--env", "prod"), {}, "invalid choice"),
         (("dr-drill",), {"RUNBOOK_DR__SHUTDOWN": '{"name": "m", "command": ["x"], "url": "http://h"}'}, "RUNBOOK_DR__SHUTDOWN"),
     ],
 )
@@ -158,3 +161,24 @@ def test_a_drill_stopped_by_sigterm_drops_its_scratch_database(platform: Platfor
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert scratch_databases(platform.admin_dsn, "drill") == []
+
+
+def test_deploy_verify_exits_1_on_a_bad_deploy_and_0_on_a_good_one(platform: Platform, cli_env: dict[str, str]) -> None:
+    import httpx
+
+    from sandbox.api import serve
+
+    running = serve(platform.dsn, dashboard_token="cli-token-9")
+    try:
+        env = {**cli_env, "RUNBOOK_PLATFORM_URL": running.url, "RUNBOOK_PLATFORM_TOKEN": "cli-token-9", "RUNBOOK_DEPLOY__SAMPLES": "2"}
+        good = runbook("deploy-verify", "--env", "production", env=env)
+        assert good.returncode == 0, good.stderr[-2000:]
+        assert "PASSED" in good.stdout and "/api/market/prices" in good.stdout
+        httpx.put(f"{running.url}/__faults", json={"database_down": True}).raise_for_status()
+        bad = runbook("--json", "deploy-verify", "--env", "production", env={**env, "RUNBOOK_DEPLOY__ROLLBACK_COMMAND": "[]"})
+        assert bad.returncode == 1
+        report = json.loads(bad.stdout)
+        assert "status:/api/health" in report["failed"] and "alert only" in report["message"]
+        assert "cli-token-9" not in bad.stdout + bad.stderr + good.stdout + good.stderr
+    finally:
+        running.stop()
