@@ -338,3 +338,37 @@ def serve(
         raise RuntimeError("the stand-in API did not start")
     scheme = "https" if tls else "http"
     return RunningApi(url=f"{scheme}://127.0.0.1:{sock.getsockname()[1]}", server=server, thread=thread, cert_file=cert_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.api [--port N]``: serve the stand-in in the foreground over
+    RUNBOOK_DATABASE_URL (default: the sandbox). The dashboard token is
+    RUNBOOK_PLATFORM_TOKEN and the webhook secret STRIPE_WEBHOOK_SECRET, as §0 names it;
+    both are required, so that nothing secret is made up and printed."""
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m sandbox.api", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--tls-days", type=int, help="serve HTTPS with a self-signed certificate expiring in N days")
+    args = parser.parse_args(argv)
+    token, secret = os.environ.get("RUNBOOK_PLATFORM_TOKEN"), os.environ.get("STRIPE_WEBHOOK_SECRET")
+    if not token or not secret:
+        parser.error("set RUNBOOK_PLATFORM_TOKEN (dashboard token) and STRIPE_WEBHOOK_SECRET (webhook secret)")
+    from runbook.settings import load_settings
+    from runbook.target import resolve_target
+
+    dsn = resolve_target(load_settings()).dsn
+    running = serve(dsn, port=args.port, dashboard_token=token, webhook_secret=secret, tls_days=args.tls_days)
+    print(running.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    running.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

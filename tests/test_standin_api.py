@@ -106,3 +106,23 @@ def test_tls_with_a_certificate_expiring_in_n_days(platform: Platform, tmp_path)
         assert httpx.get(f"{running.url}/api/health", verify=context).status_code == 200
     finally:
         running.stop()
+
+
+def test_the_stand_in_runs_as_its_own_process_and_needs_its_secrets(platform: Platform) -> None:
+    import os
+    import subprocess
+    import sys
+
+    base = {**os.environ, "RUNBOOK_DATABASE_URL": platform.dsn}
+    refused = subprocess.run([sys.executable, "-m", "sandbox.api", "--port", "0"], env=base, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "RUNBOOK_PLATFORM_TOKEN" in refused.stderr
+    env = {**base, "RUNBOOK_PLATFORM_TOKEN": TOKEN, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    server = subprocess.Popen([sys.executable, "-m", "sandbox.api", "--port", "0"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{url}/api/dashboard", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).status_code == 200
+    finally:
+        server.terminate()
+        assert server.wait(timeout=20) == 0
