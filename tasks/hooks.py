@@ -5,8 +5,6 @@ since only the operator knows whether running it twice is safe."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import httpx
@@ -17,24 +15,13 @@ from pydantic import SecretStr
 from runbook.checks import CheckResult
 from runbook.errors import RunbookError
 from runbook.settings import HookStep
+from tasks.shell import mask, run_command
 
 OUTPUT_TAIL = 2000
 
 
 class HookFailed(RunbookError):
     """A configured step ran and did not succeed."""
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _tail(raw: bytes, secrets: list[str]) -> str:
-    text = raw.decode(errors="replace").strip()
-    return scrub(text[-OUTPUT_TAIL:], secrets)
 
 
 @task(name="run-hook-step", cache_policy=NO_CACHE)
@@ -46,30 +33,22 @@ def run_hook_step(step: HookStep, env: dict[str, SecretStr]) -> str:
     started = time.perf_counter()
     if step.command:
         logger.info("Step %r: running %s", step.name, step.command[0])
-        try:
-            done = subprocess.run(
-                step.command, capture_output=True, timeout=step.timeout_seconds, env={**os.environ, **values}, check=False
-            )
-        except FileNotFoundError:
-            raise HookFailed(f"step {step.name!r}: command {step.command[0]!r} not found") from None
-        except subprocess.TimeoutExpired:
-            raise HookFailed(f"step {step.name!r}: still running after {step.timeout_seconds} s, stopped") from None
-        output = _tail(done.stdout + done.stderr, secrets)
+        result = run_command(step.command, timeout_s=step.timeout_seconds, env=values, secrets=secrets)
+        output = result.output.strip()[-OUTPUT_TAIL:]
         if output:
             logger.info("Step %r output:\n%s", step.name, output)
-        if done.returncode != 0:
-            last = output.splitlines()[-1] if output else "no output"
-            raise HookFailed(f"step {step.name!r}: exit code {done.returncode} ({last})")
-        return f"exit 0 in {time.perf_counter() - started:.1f} s"
+        if not result.ok:
+            raise HookFailed(f"step {step.name!r}: {result.problem or result.summary()}")
+        return result.summary()
     assert step.url is not None
     logger.info("Step %r: %s %s", step.name, step.method, step.url)
     headers = {name: value.get_secret_value() for name, value in step.headers.items()}
     try:
         response = httpx.request(step.method, step.url, headers=headers, timeout=step.timeout_seconds)
     except httpx.HTTPError as err:
-        raise HookFailed(f"step {step.name!r}: {step.method} {step.url} failed: {type(err).__name__} {scrub(str(err), secrets)}") from None
+        raise HookFailed(f"step {step.name!r}: {step.method} {step.url} failed: {type(err).__name__} {mask(str(err), secrets)}") from None
     if not response.is_success:
-        body = scrub(response.text[:200].strip(), secrets)
+        body = mask(response.text[:200].strip(), secrets)
         raise HookFailed(f"step {step.name!r}: {step.method} {step.url} answered {response.status_code} {body}")
     return f"HTTP {response.status_code} in {time.perf_counter() - started:.1f} s"
 
