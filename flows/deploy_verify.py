@@ -31,7 +31,9 @@ class DeployVerifyParameters(BaseModel):
     """Which deploy to verify."""
 
     environment: Environment = Field(Environment.STAGING, description="A critical failure in production triggers the rollback.")
-    base_url: str | None = Field(None, description="The platform's base URL. Unset: RUNBOOK_PLATFORM_URL.")
+    base_url: str | None = Field(
+        None, description="The platform's base URL. Unset: RUNBOOK_DEPLOY__URLS for the environment, else RUNBOOK_PLATFORM_URL."
+    )
     expected_version: str | None = Field(None, description="The version the deploy should serve (X-Platform-Version header).")
     samples: int | None = Field(None, ge=1, le=500, description="Requests per endpoint. Unset: RUNBOOK_DEPLOY__SAMPLES (5).")
     rollback: bool = Field(True, description="Allow the automatic rollback in production (off: report only).")
@@ -89,9 +91,12 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
     runs the rollback command (§1.5), waits, and verifies again. Fails when the deploy is bad."""
     logger = get_run_logger()
     settings = load_settings()
-    base_url = params.base_url or settings.platform_url
+    base_url = params.base_url or settings.deploy.urls.get(params.environment.value) or settings.platform_url
     if not base_url:
-        raise ConfigError("no platform URL: pass base_url (CLI --base-url) or set RUNBOOK_PLATFORM_URL")
+        raise ConfigError(
+            f"no platform URL for {params.environment.value}: pass base_url (CLI --base-url), "
+            f"set RUNBOOK_DEPLOY__URLS ({{\"{params.environment.value}\": ...}}) or RUNBOOK_PLATFORM_URL"
+        )
     if any(e.auth for e in settings.deploy.endpoints) and settings.platform_token is None:
         raise ConfigError("an endpoint needs the dashboard's Bearer token: set RUNBOOK_PLATFORM_TOKEN")
     samples = params.samples or settings.deploy.samples

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive, help="requests per endpoint (default: RUNBOOK_DEPLOY__SAMPLES, 5)")
     p.add_argument("--no-rollback", dest="rollback", action="store_false", help="report only, even in production")
 
+    p = sub.add_parser("predeploy-check", parents=[common], help="secrets and gate commands before a deploy (§1.1-1.3)")
+    p.add_argument("--deploy", action="store_true", help="then deploy staging, verify, production, verify")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -172,6 +175,10 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
             samples=args.samples, rollback=args.rollback,
         )
         return _run_flow(deploy_verify, params=params)
+    if name == "predeploy-check":
+        from flows.predeploy_check import PredeployParameters, predeploy_check
+
+        return _run_flow(predeploy_check, params=PredeployParameters(deploy=args.deploy))
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -248,6 +255,12 @@ def _human(name: str, result: Any) -> str:
             lines.append(f"  rolled back ({rollback['result']}); verification after it: {rollback.get('verified')}")
         elif rollback.get("error"):
             lines.append(f"  ROLLBACK FAILED: {rollback['error']}")
+        return "\n".join(lines)
+    if name == "predeploy-check":
+        lines = [f"pre-deploy check: {result['outcome'].upper()}"]
+        for check in result["checks"]:
+            mark = "ok  " if check["ok"] else ("FAIL" if check["critical"] else "warn")
+            lines.append(f"  {mark} {check['name']}: {check['detail']}")
         return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
 

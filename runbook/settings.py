@@ -122,6 +122,48 @@ class DisasterRecoverySettings(BaseModel):
         return _check_http_url(value) if value else None
 
 
+SECRETS_OF_0 = [
+    "NEXT_PUBLIC_SUPABASE_URL",
+    "SUPABASE_SERVICE_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "COINMARKETCAP_API_KEY",
+    "SENTRY_DSN",
+]
+
+
+class GateCommand(BaseModel):
+    """One check that must pass before a production deploy (§1.1)."""
+
+    name: str = Field(min_length=1, description="e.g. security-scan")
+    command: list[str] = Field(min_length=1, description='argv, e.g. ["npm", "audit", "--audit-level", "high"]')
+    timeout_seconds: int = Field(1800, ge=1, le=6 * 3600)
+
+
+class PredeploySettings(BaseModel):
+    """The gate before a deploy (§1.1–1.3)."""
+
+    secrets: list[str] = Field(default_factory=lambda: list(SECRETS_OF_0), description="Secrets that must exist (§0); names only.")
+    secret_source: Literal["prefect", "environment", "both"] = Field(
+        "both",
+        description="Where secrets live: Prefect Secret blocks (NAME as lowercase-with-dashes), the environment, or either.",
+    )
+    gates: list[GateCommand] = Field(
+        default_factory=list, description="Production check, security scan, performance test, e2e test (§1.1): all must pass."
+    )
+    project_dir: Path | None = Field(None, description="Where gate and deploy commands run (the platform's checkout).")
+    deploy_commands: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "staging": ["wrangler", "deploy", "--env", "staging"],
+            "production": ["wrangler", "deploy", "--env", "production"],
+        },
+        description="§1.3: the deploy command of each environment, run staging first.",
+    )
+    deploy_timeout_seconds: int = Field(1800, ge=1, le=6 * 3600)
+
+
 class DeploySettings(BaseModel):
     """Deploy verification (§1.4–1.5): what to check, how hard, and how to roll back."""
 
@@ -141,6 +183,14 @@ class DeploySettings(BaseModel):
     rollback_wait_seconds: float = Field(30.0, ge=0, le=3600, description="Wait after the rollback before verifying again.")
     rollback_timeout_seconds: int = Field(600, ge=1, description="How long the rollback command may run.")
     ca_bundle: Path | None = Field(None, description="CA bundle for the platform's TLS (a private CA); unset: the system's.")
+    urls: dict[str, str] = Field(
+        default_factory=dict, description="Base URL per environment ({\"staging\": ...}); unset: RUNBOOK_PLATFORM_URL."
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        return {env: _check_http_url(url) for env, url in value.items()}
 
 
 class RunbookSettings(BaseSettings):
@@ -183,6 +233,7 @@ class RunbookSettings(BaseSettings):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     dr: DisasterRecoverySettings = Field(default_factory=DisasterRecoverySettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    predeploy: PredeploySettings = Field(default_factory=PredeploySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -102,6 +102,8 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
         (("deploy-verify",), {"RUNBOOK_PLATFORM_URL": ""}, "RUNBOOK_PLATFORM_URL"),
         (("deploy-verify", "--base-url", "ftp://x"), {}, "not an http(s)://host[:port] URL"),
         (("deploy-verify", "--env", "prod"), {}, "invalid choice"),
+        (("predeploy-check",), {"RUNBOOK_PREDEPLOY__GATES": '[{"name": "x", "command": []}]'}, "RUNBOOK_PREDEPLOY__GATES"),
+        (("predeploy-check", "--deploy"), {"RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS": '{"staging": ["true"]}'}, "no command for production"),
         (("dr-drill",), {"RUNBOOK_DR__SHUTDOWN": '{"name": "m", "command": ["x"], "url": "http://h"}'}, "RUNBOOK_DR__SHUTDOWN"),
     ],
 )

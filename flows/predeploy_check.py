@@ -1,0 +1,145 @@
+"""``predeploy-check`` (runbook §1.1–1.3): the gate before a production deploy. Every
+secret of §0 exists, every configured gate command passes; optionally deploys to
+staging, verifies, then production, and verifies again."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed
+from pydantic import BaseModel, Field
+
+from flows.deploy_verify import DeployVerifyParameters, Environment, deploy_verify
+from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.errors import ConfigError
+from runbook.reports import artifact_key, expected_failures
+from runbook.settings import GateCommand, RunbookSettings, load_settings
+from tasks.secrets import block_name, locate_secrets_task
+from tasks.shell import CommandResult, run_command
+
+ORDER = ("staging", "production")  # §1.3
+
+
+class PredeployParameters(BaseModel):
+    """Check only (default), or check and deploy."""
+
+    deploy: bool = Field(False, description="After a passing gate: deploy to staging, verify, then production, verify.")
+
+
+def secret_checks(found: dict[str, str | None], source: str) -> list[CheckResult]:
+    """One check per secret of §0, naming where it is, or how to provide it."""
+    checks = []
+    for name, place in found.items():
+        if place:
+            checks.append(CheckResult(name=f"secret:{name}", ok=True, detail=f"present ({place})"))
+            continue
+        where = {
+            "prefect": f"a Prefect Secret block {block_name(name)!r}",
+            "environment": f"the environment variable {name}",
+            "both": f"a Prefect Secret block {block_name(name)!r} or the environment variable {name}",
+        }[source]
+        checks.append(CheckResult(name=f"secret:{name}", ok=False, detail=f"missing: provide {where}"))
+    return checks
+
+
+def _secret_values(names: list[str]) -> list[str]:
+    """Values of the secrets found in our environment, to mask them in captured output."""
+    return [os.environ[n] for n in names if os.environ.get(n)]
+
+
+@task(name="run-gate", cache_policy=NO_CACHE)
+def run_gate(gate: GateCommand, settings: RunbookSettings) -> CommandResult:
+    """Run one gate command with its timeout; its output goes to an artifact."""
+    logger = get_run_logger()
+    logger.info("Gate %r: running %s", gate.name, gate.command[0])
+    result = run_command(
+        gate.command, timeout_s=gate.timeout_seconds, cwd=settings.predeploy.project_dir,
+        secrets=_secret_values(settings.predeploy.secrets),
+    )
+    create_markdown_artifact(
+        key=artifact_key("predeploy-gate", gate.name),
+        markdown=f"# Gate {gate.name}: {'passed' if result.ok else 'FAILED'}\n\n{result.summary()}\n\n```\n{result.output[-10_000:]}\n```",
+        description=f"Output of the {gate.name} gate",
+    )
+    (logger.info if result.ok else logger.error)("Gate %r: %s", gate.name, result.summary())
+    return result
+
+
+@task(name="deploy", cache_policy=NO_CACHE)
+def deploy_to(environment: str, settings: RunbookSettings) -> CommandResult:
+    """Run the deploy command of one environment (§1.3)."""
+    command = settings.predeploy.deploy_commands[environment]
+    get_run_logger().warning("Deploying to %s: %s", environment, command[0])
+    return run_command(
+        command, timeout_s=settings.predeploy.deploy_timeout_seconds, cwd=settings.predeploy.project_dir,
+        secrets=_secret_values(settings.predeploy.secrets),
+    )
+
+
+@flow(name="predeploy-check")
+@expected_failures
+def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
+    """The gate before a deploy (§1.1–1.2): every secret of §0 exists (names only, never
+    a value), every configured gate command (production check, security scan, performance
+    test, e2e test) passes within its timeout. With deploy: staging, deploy-verify,
+    production, deploy-verify (§1.3–1.4), stopping at the first failure."""
+    logger = get_run_logger()
+    settings = load_settings()
+    if params.deploy:
+        absent = [env for env in ORDER if not settings.predeploy.deploy_commands.get(env)]
+        if absent:
+            raise ConfigError(f"RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS has no command for {', '.join(absent)}")
+    found = locate_secrets_task(settings.predeploy.secrets, settings.predeploy.secret_source)
+    checks = secret_checks(found, settings.predeploy.secret_source)
+    if not settings.predeploy.gates:
+        checks.append(
+            CheckResult(name="gates", ok=False, detail="no gate command configured (RUNBOOK_PREDEPLOY__GATES)", critical=False)
+        )
+    for gate in settings.predeploy.gates:
+        result = run_gate(gate, settings)
+        checks.append(CheckResult(name=f"gate:{gate.name}", ok=result.ok, detail=result.summary()))
+
+    deployed: list[dict[str, Any]] = []
+    gate_passed = not failed(checks, critical_only=True)
+    if params.deploy and not gate_passed:
+        logger.error("Not deploying: the gate failed")
+    if params.deploy and gate_passed:
+        for environment in ORDER:
+            result = deploy_to(environment, settings)
+            entry: dict[str, Any] = {"environment": environment, "deploy": result.summary(), "deployed": result.ok}
+            deployed.append(entry)
+            checks.append(CheckResult(name=f"deploy:{environment}", ok=result.ok, detail=result.summary()))
+            if not result.ok:
+                break
+            state = deploy_verify(DeployVerifyParameters(environment=Environment(environment)), return_state=True)
+            verified = state.is_completed()
+            entry["verified"] = verified
+            checks.append(CheckResult(name=f"deploy-verify:{environment}", ok=verified, detail=state.message or ""))
+            if not verified:
+                break
+
+    report = {
+        "outcome": outcome(checks),
+        "gate_passed": gate_passed,
+        "checks": [c.model_dump() for c in checks],
+        "failed": [c.name for c in failed(checks)],
+        "deployed": deployed,
+    }
+    create_markdown_artifact(
+        key="predeploy-check",
+        markdown=f"# Pre-deploy check: {report['outcome']}\n\n" + checks_markdown(checks),
+        description="Secrets, gates and deploys",
+    )
+    critical = failed(checks, critical_only=True)
+    if critical:
+        report["message"] = "pre-deploy check failed: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:6])
+        if params.deploy and not gate_passed:
+            report["message"] += "; nothing was deployed"
+        logger.error(report["message"])
+        return Failed(message=report["message"], data=report)
+    report["message"] = "pre-deploy check passed" + (f"; deployed to {', '.join(d['environment'] for d in deployed)}" if deployed else "")
+    return Completed(message=report["message"], data=report)

@@ -1,0 +1,49 @@
+"""Where the platform's secrets live: Prefect Secret blocks or the environment. Only
+names and places ever leave this module, never a value."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from runbook.retry import RETRIES, backoff, retry_transient
+
+
+def block_name(secret: str) -> str:
+    """The Prefect Secret block that holds ``secret``: STRIPE_SECRET_KEY -> stripe-secret-key."""
+    return re.sub(r"[^a-z0-9-]+", "-", secret.lower()).strip("-")
+
+
+def _in_prefect(name: str) -> bool:
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(block_name(name)).get()
+    except ValueError:  # no such block
+        return False
+    return bool(str(value).strip()) if value is not None else False
+
+
+def locate_secrets(names: list[str], source: str) -> dict[str, str | None]:
+    """For each name: where it was found ("Prefect Secret block 'x'", "environment"), or None."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        place = None
+        if source in ("prefect", "both") and _in_prefect(name):
+            place = f"Prefect Secret block {block_name(name)!r}"
+        elif source in ("environment", "both") and os.environ.get(name, "").strip():
+            place = "environment"
+        found[name] = place
+    return found
+
+
+@task(name="locate-secrets", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def locate_secrets_task(names: list[str], source: str) -> dict[str, str | None]:
+    """Check that each secret exists (names only: values are never read out)."""
+    found = locate_secrets(names, source)
+    missing = [n for n, place in found.items() if place is None]
+    get_run_logger().info("%d of %d secrets found%s", len(names) - len(missing), len(names), f"; missing: {', '.join(missing)}" if missing else "")
+    return found
