@@ -14,7 +14,7 @@ from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field, field_validator
 
 from runbook.checks import CheckResult, checks_markdown, failed, outcome
-from runbook.deploy import Sample, endpoint_checks, percentile, should_roll_back
+from runbook.deploy import Sample, endpoint_checks, endpoint_rows, should_roll_back
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings, _check_http_url, load_settings
@@ -126,7 +126,7 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
         "failed": [c.name for c in failed(checks)],
         "rollback": rollback,
         "rounds": [
-            {"round": r["round"], "outcome": outcome(r["checks"]), "endpoints": _endpoint_rows(r["samples"])} for r in rounds
+            {"round": r["round"], "outcome": outcome(r["checks"]), "endpoints": endpoint_rows(r["samples"])} for r in rounds
         ],
     }
     if len(rounds) > 1:
@@ -148,29 +148,6 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
     return Completed(message=report["message"], data=report)
 
 
-def _endpoint_rows(samples: dict[str, list[Sample]]) -> list[dict[str, Any]]:
-    """Per endpoint: p50/p95 and the breakdown of its slowest request (§3.1)."""
-    rows = []
-    for path, items in samples.items():
-        totals = [s.timing.total_ms for s in items]
-        slowest = max(items, key=lambda s: s.timing.total_ms) if items else None
-        cold = next((s for s in items if s.timing.connect_ms), None)
-        rows.append(
-            {
-                "path": path,
-                "samples": len(items),
-                "p50_ms": round(percentile(totals, 50), 1),
-                "p95_ms": round(percentile(totals, 95), 1),
-                "slowest_ttfb_ms": round(slowest.timing.ttfb_ms, 1) if slowest else None,
-                "new_connection_dns_ms": round(cold.timing.dns_ms, 1) if cold else 0.0,
-                "new_connection_connect_ms": round(cold.timing.connect_ms, 1) if cold else 0.0,
-                "new_connection_tls_ms": round(cold.timing.tls_ms, 1) if cold else 0.0,
-                "statuses": ", ".join(sorted({str(s.status or s.error) for s in items})),
-            }
-        )
-    return rows
-
-
 def _publish(report: dict[str, Any], rounds: list[dict[str, Any]], params: DeployVerifyParameters) -> None:
     env = params.environment.value
     lines = [f"# Deploy verification ({env}, {report['base_url']}): {report['outcome']}", ""]
@@ -187,7 +164,7 @@ def _publish(report: dict[str, Any], rounds: list[dict[str, Any]], params: Deplo
             "| endpoint | samples | p50 ms | p95 ms | DNS ms | connect ms | TLS ms | slowest TTFB ms | statuses |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for row in _endpoint_rows(item["samples"]):
+        for row in endpoint_rows(item["samples"]):
             lines.append(
                 f"| {row['path']} | {row['samples']} | {row['p50_ms']} | {row['p95_ms']} | {row['new_connection_dns_ms']} | "
                 f"{row['new_connection_connect_ms']} | {row['new_connection_tls_ms']} | {row['slowest_ttfb_ms']} | {row['statuses']} |"

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predeploy-check", parents=[common], help="secrets and gate commands before a deploy (§1.1-1.3)")
     p.add_argument("--deploy", action="store_true", help="then deploy staging, verify, production, verify")
 
+    p = sub.add_parser("diagnose", parents=[common], help="the troubleshooting steps of §3")
+    p.add_argument("--component", choices=["api", "database", "external-apis", "payments", "ai", "all"], default="all")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -179,6 +182,10 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
         from flows.predeploy_check import PredeployParameters, predeploy_check
 
         return _run_flow(predeploy_check, params=PredeployParameters(deploy=args.deploy))
+    if name == "diagnose":
+        from flows.diagnose import Component, DiagnoseParameters, diagnose
+
+        return _run_flow(diagnose, params=DiagnoseParameters(component=Component(args.component)))
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -256,6 +263,16 @@ def _human(name: str, result: Any) -> str:
         elif rollback.get("error"):
             lines.append(f"  ROLLBACK FAILED: {rollback['error']}")
         return "\n".join(lines)
+    if name == "diagnose":
+        lines = [f"diagnosis: {result['outcome'].upper()}"]
+        for component, verdict in result["components"].items():
+            lines.append(f"  {component}: {verdict}")
+            for check in result["checks"]:
+                if not check["ok"] and check["name"].split(":", 1)[0] in _CHECK_PREFIXES.get(component, (component,)):
+                    lines.append(f"    {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
+            if component in result["advice"]:
+                lines.append(f"    next: {result['advice'][component]}")
+        return "\n".join(lines)
     if name == "predeploy-check":
         lines = [f"pre-deploy check: {result['outcome'].upper()}"]
         for check in result["checks"]:
@@ -263,6 +280,14 @@ def _human(name: str, result: Any) -> str:
             lines.append(f"  {mark} {check['name']}: {check['detail']}")
         return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
+
+
+_CHECK_PREFIXES = {  # which checks belong to which component of diagnose
+    "api": ("api", "status", "shape", "latency", "cache", "version"),
+    "external-apis": ("external-apis", "coinmarketcap", "coingecko"),
+    "payments": ("payments", "stripe"),
+    "ai": ("ai", "openai", "anthropic"),
+}
 
 
 def _fail_message(result: Any) -> str:

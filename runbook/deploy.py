@@ -149,3 +149,26 @@ def should_roll_back(environment: str, checks: list[CheckResult], command: list[
     if not command:
         return False, "no rollback command configured: alert only"
     return True, f"{len(critical)} critical failures in production"
+
+
+def endpoint_rows(samples: dict[str, list[Sample]]) -> list[dict[str, object]]:
+    """Per endpoint: p50/p95 and the breakdown of its slowest request (§3.1)."""
+    rows = []
+    for path, items in samples.items():
+        totals = [s.timing.total_ms for s in items]
+        slowest = max(items, key=lambda s: s.timing.total_ms) if items else None
+        cold = next((s for s in items if s.timing.connect_ms), None)
+        rows.append(
+            {
+                "path": path,
+                "samples": len(items),
+                "p50_ms": round(percentile(totals, 50), 1),
+                "p95_ms": round(percentile(totals, 95), 1),
+                "slowest_ttfb_ms": round(slowest.timing.ttfb_ms, 1) if slowest else None,
+                "new_connection_dns_ms": round(cold.timing.dns_ms, 1) if cold else 0.0,
+                "new_connection_connect_ms": round(cold.timing.connect_ms, 1) if cold else 0.0,
+                "new_connection_tls_ms": round(cold.timing.tls_ms, 1) if cold else 0.0,
+                "statuses": ", ".join(sorted({str(s.status or s.error) for s in items})),
+            }
+        )
+    return rows

@@ -193,6 +193,29 @@ class DeploySettings(BaseModel):
         return {env: _check_http_url(url) for env, url in value.items()}
 
 
+class DiagnoseSettings(BaseModel):
+    """Troubleshooting (§3): where the third parties are, and the thresholds."""
+
+    coinmarketcap_url: str = Field("https://pro-api.coinmarketcap.com", description="CoinMarketCap API base URL.")
+    coingecko_url: str = Field("https://api.coingecko.com/api/v3", description="CoinGecko API base URL.")
+    openai_url: str = Field("https://api.openai.com/v1", description="OpenAI API base URL.")
+    anthropic_url: str = Field("https://api.anthropic.com/v1", description="Anthropic API base URL.")
+    timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per request to a third party.")
+    usage_warning_pct: float = Field(80.0, gt=0, le=100, description="Warn when a plan's usage reaches this %.")
+    api_samples: int = Field(3, ge=1, le=100, description="Requests per endpoint for the api timing breakdown.")
+    rls_tables: list[str] = Field(
+        default_factory=lambda: ["public.users", "public.user_alerts", "public.user_sessions"],
+        description="Tables where row-level security must be on (schema.table).",
+    )
+    long_query_seconds: float = Field(60.0, gt=0, description="Queries running longer than this are reported.")
+    connections_warning_pct: float = Field(80.0, gt=0, le=100, description="Warn when connections in use reach this % of max_connections.")
+
+    @field_validator("coinmarketcap_url", "coingecko_url", "openai_url", "anthropic_url")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -234,6 +257,7 @@ class RunbookSettings(BaseSettings):
     dr: DisasterRecoverySettings = Field(default_factory=DisasterRecoverySettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     predeploy: PredeploySettings = Field(default_factory=PredeploySettings)
+    diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
 
     @classmethod
     def settings_customise_sources(

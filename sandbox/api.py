@@ -18,8 +18,6 @@ change: only ``RUNBOOK_PLATFORM_URL``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import secrets
 import shutil
@@ -37,9 +35,10 @@ from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from runbook.stripe import check_stripe_signature, sign_stripe_payload  # noqa: F401 - sign_: for tests and callers
+
 VERSION = "sandbox-1.0.0"
 CACHE_TTLS = {"/api/market/prices": 60, "/api/dashboard": 300, "/api/learning/lessons": 3600}  # §7.3
-SIGNATURE_TOLERANCE_S = 300  # Stripe's default
 
 LESSONS = [
     {"id": 1, "title": "Reading a candlestick chart", "minutes": 8},
@@ -87,33 +86,6 @@ class Stats:
             "p50_ms": round(statistics.median(values), 2),
             "p95_ms": round(p95, 2),
         }
-
-
-def sign_stripe_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """A Stripe-Signature header value for ``payload`` (what Stripe sends)."""
-    stamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={stamp},v1={digest}"
-
-
-def check_stripe_signature(payload: bytes, header: str | None, secret: str, now: float | None = None) -> str | None:
-    """None when the header signs ``payload`` with ``secret`` within the tolerance, else why not."""
-    if not header:
-        return "no Stripe-Signature header"
-    parts: dict[str, list[str]] = {}
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        parts.setdefault(key, []).append(value)
-    try:
-        stamp = int(parts["t"][0])
-    except (KeyError, ValueError):
-        return "no timestamp in the signature"
-    if abs((now or time.time()) - stamp) > SIGNATURE_TOLERANCE_S:
-        return "timestamp outside the tolerance"
-    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in parts.get("v1", [])):
-        return "signature does not match"
-    return None
 
 
 def create_app(dsn: str, *, dashboard_token: str, webhook_secret: str, faults: Faults | None = None) -> FastAPI:

@@ -10,6 +10,7 @@ credentials, a missing database or a malformed DSN is a ``ConfigError`` (never r
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -356,6 +357,68 @@ def rename_database(admin_dsn: str, name: str, new_name: str, **kwargs: Any) -> 
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name)))
 
 
+@dataclass(frozen=True)
+class DatabaseDiagnosis:
+    connect_ms: float
+    server_version: str
+    connections: int
+    max_connections: int
+    long_running: list[tuple[int, float, str, str]]  # pid, seconds, state, query (literals masked)
+    rls_off: list[str]
+    missing: list[str]
+
+
+def diagnose_database(
+    dsn: str, *, rls_tables: list[str], long_query_s: float, connect_timeout: int = 10
+) -> DatabaseDiagnosis:
+    """What §3.2 asks about a database: connect time, version, connections in use,
+    long-running queries, and tables where row-level security is expected but off."""
+    from runbook.diagnose import mask_literals
+
+    started = time.perf_counter()
+    with session(dsn, application="runbook diagnose", connect_timeout=connect_timeout, statement_timeout_s=30, autocommit=True) as conn:
+        connect_ms = (time.perf_counter() - started) * 1000
+        row = conn.execute(
+            "SELECT current_setting('server_version'), (SELECT count(*) FROM pg_stat_activity),"
+            " current_setting('max_connections')::int"
+        ).fetchone()
+        assert row is not None
+        long_running = [
+            (r[0], float(r[1]), r[2], mask_literals(r[3] or ""))
+            for r in conn.execute(
+                """
+                SELECT pid, extract(epoch FROM now() - query_start), state, query
+                FROM pg_stat_activity
+                WHERE state NOT IN ('idle') AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                  AND query_start < now() - make_interval(secs => %s)
+                ORDER BY query_start
+                LIMIT 20
+                """,
+                (long_query_s,),
+            ).fetchall()
+        ]
+        flags = {
+            r[0]: r[1]
+            for r in conn.execute(
+                """
+                SELECT n.nspname || '.' || c.relname, c.relrowsecurity
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY(%s)
+                """,
+                (rls_tables,),
+            ).fetchall()
+        }
+    return DatabaseDiagnosis(
+        connect_ms=connect_ms,
+        server_version=row[0],
+        connections=row[1],
+        max_connections=row[2],
+        long_running=long_running,
+        rls_off=sorted(t for t, on in flags.items() if not on),
+        missing=sorted(set(rls_tables) - set(flags)),
+    )
+
+
 def create_database(admin_dsn: str, name: str, **kwargs: Any) -> None:
     with session(admin_dsn, autocommit=True, **kwargs) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -383,3 +446,10 @@ def inspect_database(dsn: str, connect_timeout: int = 10) -> ServerInfo:
         info = server_info(conn)
     get_run_logger().info("%s: PostgreSQL %s, %d bytes", info.database, info.server_version, info.size_bytes)
     return info
+
+
+@task(name="diagnose-database", cache_policy=NO_CACHE)
+def diagnose_database_task(dsn: str, rls_tables: list[str], long_query_s: float, connect_timeout: int) -> DatabaseDiagnosis:
+    """Connect time, version, connections in use, long-running queries, RLS (§3.2)."""
+    get_run_logger().info("Diagnosing %s", redact_dsn(dsn))
+    return diagnose_database(dsn, rls_tables=rls_tables, long_query_s=long_query_s, connect_timeout=connect_timeout)

@@ -17,24 +17,14 @@ def block_name(secret: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", secret.lower()).strip("-")
 
 
-def _in_prefect(name: str) -> bool:
-    from prefect.blocks.system import Secret
-
-    try:
-        value = Secret.load(block_name(name)).get()
-    except ValueError:  # no such block
-        return False
-    return bool(str(value).strip()) if value is not None else False
-
-
 def locate_secrets(names: list[str], source: str) -> dict[str, str | None]:
     """For each name: where it was found ("Prefect Secret block 'x'", "environment"), or None."""
     found: dict[str, str | None] = {}
     for name in names:
         place = None
-        if source in ("prefect", "both") and _in_prefect(name):
+        if source in ("prefect", "both") and secret_value(name, "prefect"):
             place = f"Prefect Secret block {block_name(name)!r}"
-        elif source in ("environment", "both") and os.environ.get(name, "").strip():
+        elif source in ("environment", "both") and secret_value(name, "environment"):
             place = "environment"
         found[name] = place
     return found
@@ -47,3 +37,22 @@ def locate_secrets_task(names: list[str], source: str) -> dict[str, str | None]:
     missing = [n for n, place in found.items() if place is None]
     get_run_logger().info("%d of %d secrets found%s", len(names) - len(missing), len(names), f"; missing: {', '.join(missing)}" if missing else "")
     return found
+
+
+def secret_value(name: str, source: str) -> str | None:
+    """The value of one secret, for a request header: a Prefect Secret block first
+    (``source`` prefect or both), then the environment. Never log what this returns."""
+    if source in ("prefect", "both"):
+        from prefect.blocks.system import Secret
+
+        try:
+            value = Secret.load(block_name(name)).get()
+        except ValueError:
+            value = None
+        if value is not None and str(value).strip():
+            return str(value)
+    if source in ("environment", "both"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None

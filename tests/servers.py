@@ -5,6 +5,7 @@ started late (connection refused until then). Every loop here is bounded."""
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -169,3 +170,62 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class ThirdParties:
+    """CoinMarketCap, CoinGecko, OpenAI and Anthropic as one small server on 127.0.0.1
+    that checks keys the way each does and records every request it receives."""
+
+    def __init__(self, keys: dict[str, str], credits_used: int = 1200, credit_limit: int = 10000) -> None:
+        self.keys = keys
+        self.credits_used, self.credit_limit = credits_used, credit_limit
+        self.requests: list[dict[str, Any]] = []
+        parent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                parent.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                status, body = parent.answer(self.path, self.headers)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, path: str, headers: Any) -> tuple[int, dict[str, Any]]:
+        if path == "/cmc/v1/account":
+            if headers.get("X-CMC_PRO_API_KEY") != self.keys["COINMARKETCAP_API_KEY"]:
+                return 401, {"status": {"error_message": "API key invalid"}}
+            return 200, {"data": {"plan": {"credit_limit_monthly": self.credit_limit},
+                                  "usage": {"current_month": {"credits_used": self.credits_used}}}}
+        if path == "/gecko/api/v3/ping":
+            return 200, {"gecko_says": "(V3) To the Moon!"}
+        if path == "/openai/v1/models":
+            if headers.get("Authorization") != f"Bearer {self.keys['OPENAI_API_KEY']}":
+                return 401, {"error": {"message": "Incorrect API key provided"}}
+            return 200, {"object": "list", "data": [{"id": "gpt-4o"}, {"id": "gpt-4o-mini"}]}
+        if path == "/anthropic/v1/models":
+            if headers.get("x-api-key") != self.keys["ANTHROPIC_API_KEY"] or not headers.get("anthropic-version"):
+                return 401, {"type": "error", "error": {"type": "authentication_error"}}
+            return 200, {"data": [{"id": "claude-sonnet-4"}], "has_more": False}
+        return 404, {"error": "not found"}
+
+    def settings_env(self) -> dict[str, str]:
+        return {
+            "RUNBOOK_DIAGNOSE__COINMARKETCAP_URL": f"{self.url}/cmc",
+            "RUNBOOK_DIAGNOSE__COINGECKO_URL": f"{self.url}/gecko/api/v3",
+            "RUNBOOK_DIAGNOSE__OPENAI_URL": f"{self.url}/openai/v1",
+            "RUNBOOK_DIAGNOSE__ANTHROPIC_URL": f"{self.url}/anthropic/v1",
+        }
+
+    def stop(self) -> None:
+        self.server.shutdown()

@@ -102,6 +102,9 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
         (("deploy-verify",), {"RUNBOOK_PLATFORM_URL": ""}, "RUNBOOK_PLATFORM_URL"),
         (("deploy-verify", "--base-url", "ftp://x"), {}, "not an http(s)://host[:port] URL"),
         (("deploy-verify", "--env", "prod"), {}, "invalid choice"),
+        (("diagnose", "--component", "cache"), {}, "invalid choice"),
+        (("diagnose", "--component", "payments"), {"RUNBOOK_PLATFORM_URL": ""}, "RUNBOOK_PLATFORM_URL"),
+        (("diagnose",), {"RUNBOOK_DIAGNOSE__OPENAI_URL": "api.openai.com"}, "RUNBOOK_DIAGNOSE__OPENAI_URL"),
         (("predeploy-check",), {"RUNBOOK_PREDEPLOY__GATES": '[{"name": "x", "command": []}]'}, "RUNBOOK_PREDEPLOY__GATES"),
         (("predeploy-check", "--deploy"), {"RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS": '{"staging": ["true"]}'}, "no command for production"),
         (("dr-drill",), {"RUNBOOK_DR__SHUTDOWN": '{"name": "m", "command": ["x"], "url": "http://h"}'}, "RUNBOOK_DR__SHUTDOWN"),
@@ -184,3 +187,19 @@ def test_deploy_verify_exits_1_on_a_bad_deploy_and_0_on_a_good_one(platform: Pla
         assert "cli-token-9" not in bad.stdout + bad.stderr + good.stdout + good.stderr
     finally:
         running.stop()
+
+
+def test_diagnose_prints_each_component_with_its_failures_and_advice(platform: Platform, cli_env: dict[str, str]) -> None:
+    with psycopg_connect(platform.dsn) as conn:
+        conn.execute("ALTER TABLE user_alerts DISABLE ROW LEVEL SECURITY")
+    proc = runbook("diagnose", "--component", "database", env=cli_env)
+    assert proc.returncode == 1
+    assert "database: failed" in proc.stdout
+    assert "FAIL database:row-level-security: public.user_alerts has row-level security OFF" in proc.stdout
+    assert "next: Database connection refused (§3.2)" in proc.stdout
+
+
+def psycopg_connect(dsn: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(dsn, autocommit=True)

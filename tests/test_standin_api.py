@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from sandbox.api import CACHE_TTLS, Faults, RunningApi, check_stripe_signature, serve, sign_stripe_payload
+from runbook.stripe import check_stripe_signature, sign_stripe_payload
+from sandbox.api import CACHE_TTLS, Faults, RunningApi, serve
 from tests.conftest import Platform
 
 TOKEN = "dash-token-123"
