@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", parents=[common], help="the troubleshooting steps of §3")
     p.add_argument("--component", choices=["api", "database", "external-apis", "payments", "ai", "all"], default="all")
 
+    p = sub.add_parser("cert-check", parents=[common], help="TLS certificates: expiry, chain, hostname (§4.3)")
+    p.add_argument("--host", dest="hosts", action="append", default=[], help="host or host:port (repeatable; default RUNBOOK_CERTS__HOSTS)")
+    p.add_argument("--no-renew", dest="renew", action="store_false", help="report only, even when a certificate is due")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -186,6 +190,10 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
         from flows.diagnose import Component, DiagnoseParameters, diagnose
 
         return _run_flow(diagnose, params=DiagnoseParameters(component=Component(args.component)))
+    if name == "cert-check":
+        from flows.cert_check import CertParameters, cert_check
+
+        return _run_flow(cert_check, params=CertParameters(hosts=args.hosts, renew=args.renew))
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -272,6 +280,14 @@ def _human(name: str, result: Any) -> str:
                     lines.append(f"    {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
             if component in result["advice"]:
                 lines.append(f"    next: {result['advice'][component]}")
+        return "\n".join(lines)
+    if name == "cert-check":
+        lines = [f"certificates: {result['outcome'].upper()}"]
+        for row in result["certificates"]:
+            lines.append(f"  {row['host']:<32} expires {row['expires']:<22} {row['days_left']} days  chain {row['chain']}  hostname {row['hostname']}")
+        for check in result["checks"]:
+            if not check["ok"]:
+                lines.append(f"  {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
         return "\n".join(lines)
     if name == "predeploy-check":
         lines = [f"pre-deploy check: {result['outcome'].upper()}"]

@@ -172,3 +172,32 @@ def endpoint_rows(samples: dict[str, list[Sample]]) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def certificate_checks(
+    target: str,
+    *,
+    days_left: float | None,
+    chain_ok: bool,
+    hostname_ok: bool,
+    problem: str | None,
+    warning_days: int = 30,
+    critical_days: int = 7,
+) -> list[CheckResult]:
+    """§4.3: days to expiry (warning below 30, critical below 7), the chain, the hostname."""
+    if days_left is None:
+        return [CheckResult(name=f"cert:{target}", ok=False, detail=f"no certificate read: {problem}")]
+    if days_left < 0:
+        expiry = CheckResult(name=f"cert:{target}:expiry", ok=False, detail=f"EXPIRED {-days_left:.0f} days ago")
+    elif days_left < critical_days:
+        expiry = CheckResult(name=f"cert:{target}:expiry", ok=False, detail=f"{days_left:.1f} days left (< {critical_days}): renew now")
+    elif days_left < warning_days:
+        expiry = CheckResult(name=f"cert:{target}:expiry", ok=False, detail=f"{days_left:.0f} days left (< {warning_days})", critical=False)
+    else:
+        expiry = CheckResult(name=f"cert:{target}:expiry", ok=True, detail=f"{days_left:.0f} days left")
+    why = f": {problem}" if problem else ""
+    return [
+        expiry,
+        CheckResult(name=f"cert:{target}:chain", ok=chain_ok, detail="trusted" if chain_ok else f"not trusted{why}"),
+        CheckResult(name=f"cert:{target}:hostname", ok=hostname_ok, detail="matches" if hostname_ok else f"does not match{why}"),
+    ]

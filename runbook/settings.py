@@ -216,6 +216,20 @@ class DiagnoseSettings(BaseModel):
         return _check_http_url(value)
 
 
+class CertSettings(BaseModel):
+    """Certificate renewal (§4.3)."""
+
+    hosts: list[str] = Field(default_factory=list, description='Hosts to check, "host" or "host:port" (443).')
+    warning_days: int = Field(30, ge=1, description="Warn below this many days to expiry.")
+    critical_days: int = Field(7, ge=0, description="Critical below this many days.")
+    ca_bundle: Path | None = Field(None, description="CA bundle to verify the chain with; unset: the system's.")
+    renew_command: list[str] = Field(
+        default_factory=list, description="Run when a certificate is below warning_days, then check again; empty: report only."
+    )
+    renew_timeout_seconds: int = Field(600, ge=1)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -258,6 +272,7 @@ class RunbookSettings(BaseSettings):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     predeploy: PredeploySettings = Field(default_factory=PredeploySettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    certs: CertSettings = Field(default_factory=CertSettings)
 
     @classmethod
     def settings_customise_sources(

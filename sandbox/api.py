@@ -241,7 +241,13 @@ def self_signed_certificate(folder: Path, days: int, host: str = "127.0.0.1") ->
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    # a unique subject per certificate: several in one CA bundle must not be mistaken for each other
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"runbook stand-in {secrets.token_hex(4)}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, host),
+        ]
+    )
     now = dt.datetime.now(dt.timezone.utc)
     try:
         alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))

@@ -103,6 +103,7 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
         (("deploy-verify", "--base-url", "ftp://x"), {}, "not an http(s)://host[:port] URL"),
         (("deploy-verify", "--env", "prod"), {}, "invalid choice"),
         (("diagnose", "--component", "cache"), {}, "invalid choice"),
+        (("cert-check",), {}, "RUNBOOK_CERTS__HOSTS"),
         (("diagnose", "--component", "payments"), {"RUNBOOK_PLATFORM_URL": ""}, "RUNBOOK_PLATFORM_URL"),
         (("diagnose",), {"RUNBOOK_DIAGNOSE__OPENAI_URL": "api.openai.com"}, "RUNBOOK_DIAGNOSE__OPENAI_URL"),
         (("predeploy-check",), {"RUNBOOK_PREDEPLOY__GATES": '[{"name": "x", "command": []}]'}, "RUNBOOK_PREDEPLOY__GATES"),
