@@ -17,7 +17,7 @@ from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.deploy import Sample, endpoint_checks, endpoint_rows, should_roll_back
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
-from runbook.settings import HookStep, RunbookSettings, _check_http_url, load_settings
+from runbook.settings import HookStep, RunbookSettings, check_http_url, load_settings
 from tasks.hooks import run_hook_step
 from tasks.http import probe_endpoints
 
@@ -41,7 +41,7 @@ class DeployVerifyParameters(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return _check_http_url(value) if value else None
+        return check_http_url(value) if value else None
 
 
 def verify_round(

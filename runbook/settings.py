@@ -92,7 +92,7 @@ class HookStep(BaseModel):
         if bool(self.command) == bool(self.url):
             raise ValueError(f"step {self.name!r} needs exactly one of command (an argv list) or url")
         if self.url is not None:
-            _check_http_url(self.url)
+            check_http_url(self.url)
         return self
 
 
@@ -119,7 +119,7 @@ class DisasterRecoverySettings(BaseModel):
     @field_validator("platform_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        return _check_http_url(value) if value else None
+        return check_http_url(value) if value else None
 
 
 SECRETS_OF_0 = [
@@ -190,7 +190,7 @@ class DeploySettings(BaseModel):
     @field_validator("urls")
     @classmethod
     def _check_urls(cls, value: dict[str, str]) -> dict[str, str]:
-        return {env: _check_http_url(url) for env, url in value.items()}
+        return {env: check_http_url(url) for env, url in value.items()}
 
 
 class DiagnoseSettings(BaseModel):
@@ -213,7 +213,7 @@ class DiagnoseSettings(BaseModel):
     @field_validator("coinmarketcap_url", "coingecko_url", "openai_url", "anthropic_url")
     @classmethod
     def _urls(cls, value: str) -> str:
-        return _check_http_url(value)
+        return check_http_url(value)
 
 
 class CertSettings(BaseModel):
@@ -320,7 +320,7 @@ class RunbookSettings(BaseSettings):
     @field_validator("platform_url")
     @classmethod
     def _check_platform_url(cls, value: str | None) -> str | None:
-        return _check_http_url(value) if value else None
+        return check_http_url(value) if value else None
 
     @field_validator("s3_endpoint_url")
     @classmethod
@@ -356,7 +356,7 @@ class RunbookSettings(BaseSettings):
         return value
 
 
-def _check_http_url(value: str) -> str:
+def check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s)://host[:port] URL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -89,7 +90,7 @@ async def probe(
     token: SecretStr | None = None,
     concurrency: int = 10,
     timeout_s: float = 10.0,
-    verify: bool | str = True,
+    verify: bool | ssl.SSLContext = True,
     unauthenticated: bool = True,
 ) -> tuple[list[Sample], list[Sample]]:
     """``samples`` requests per endpoint, at most ``concurrency`` at once. Also one
@@ -121,5 +122,5 @@ def probe_endpoints(
 ) -> tuple[list[Sample], list[Sample]]:
     """Request every endpoint ``samples`` times, concurrently, timing each request."""
     get_run_logger().info("Probing %d endpoints of %s, %d samples each, %d at a time", len(endpoints), base_url, samples, concurrency)
-    verify: bool | str = str(ca_bundle) if ca_bundle else True
+    verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
     return asyncio.run(probe(base_url, endpoints, samples, token=token, concurrency=concurrency, timeout_s=timeout_s, verify=verify))
