@@ -130,7 +130,15 @@ def test_pg_dump_older_than_the_server_is_refused_before_anything(platform: Plat
 
 
 def _pg_dump_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.name() == "pg_dump"]
+    """The dump itself, not the short `pg_dump --version` that picks the binary."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() == "pg_dump" and "--version" not in proc.cmdline():
+                found.append(proc)
+        except psutil.Error:  # it ended while we looked
+            continue
+    return found
 
 
 def test_a_dump_killed_midway_leaves_a_failed_manifest_and_no_upload(s3_platform: Platform, s3_server) -> None:  # type: ignore[no-untyped-def]
