@@ -19,7 +19,6 @@ TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 class Action(str, Enum):
     DELETE = "delete"
     SET_ARCHIVED = "set-archived"
-    ARCHIVE_THEN_DELETE = "archive-then-delete"  # rows to the backup store first, checked, then deleted
 
 
 class Condition(BaseModel):

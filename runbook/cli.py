@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", dest="hosts", action="append", default=[], help="host or host:port (repeatable; default RUNBOOK_CERTS__HOSTS)")
     p.add_argument("--no-renew", dest="renew", action="store_false", help="report only, even when a certificate is due")
 
+    p = sub.add_parser("data-cleanup", parents=[common], help="the retention rules of §4.5 (dry run unless --apply)")
+    p.add_argument("--apply", action="store_true", help="really delete / flag, in batches")
+    p.add_argument("--policy", dest="policies", action="append", default=[], help="run only this policy (repeatable)")
+    p.add_argument("--batch-size", type=_positive, help="rows per batch (default RUNBOOK_CLEANUP__BATCH_SIZE)")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -194,6 +199,11 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
         from flows.cert_check import CertParameters, cert_check
 
         return _run_flow(cert_check, params=CertParameters(hosts=args.hosts, renew=args.renew))
+    if name == "data-cleanup":
+        from flows.data_cleanup import CleanupParameters, data_cleanup
+
+        params = CleanupParameters(dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size)
+        return _run_flow(data_cleanup, params=params)
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -281,6 +291,14 @@ def _human(name: str, result: Any) -> str:
             if component in result["advice"]:
                 lines.append(f"    next: {result['advice'][component]}")
         return "\n".join(lines)
+    if name == "data-cleanup":
+        lines = []
+        for plan in result["plans"]:
+            lines.append(f"  {plan['policy']:<20} {plan['action']:<13} {plan['rows']:>12,} rows in {plan['table']} (before {plan['cutoff']})")
+        if result["dry_run"]:
+            return "\n".join(["clean-up plan (dry run: add --apply to do it):", *lines])
+        done = [f"  {r['policy']:<20} {r['rows']:>12,} rows in {r['batches']} batches" + (" (resumed)" if r["resumed"] else "") for r in result["results"]]
+        return "\n".join(["clean-up done:", *done])
     if name == "cert-check":
         lines = [f"certificates: {result['outcome'].upper()}"]
         for row in result["certificates"]:

@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from runbook.cleanup import DEFAULT_POLICIES, Policy
 from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
 
@@ -230,6 +231,21 @@ class CertSettings(BaseModel):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
 
 
+class CleanupSettings(BaseModel):
+    """Data retention (§4.5): the policies, and how gently they are applied."""
+
+    policies: list[Policy] = Field(
+        default_factory=lambda: [p.model_copy() for p in DEFAULT_POLICIES],
+        description="JSON list of policies: name, table, time_column, older_than_days or expired, conditions, action.",
+    )
+    batch_size: int = Field(10_000, ge=1, le=1_000_000, description="Rows per batch (one short transaction each).")
+    lock_timeout_ms: int = Field(2000, ge=1, description="A batch waits at most this long for a row lock, then retries later.")
+    statement_timeout_ms: int = Field(30_000, ge=1, description="A batch's statement timeout.")
+    max_lock_waits: int = Field(0, ge=0, description="Back off while more sessions than this wait on locks.")
+    long_transaction_seconds: float = Field(60.0, gt=0, description="Back off while another transaction is older than this.")
+    vacuum: bool = Field(True, description="VACUUM ANALYZE the touched tables afterwards.")
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -273,6 +289,7 @@ class RunbookSettings(BaseSettings):
     predeploy: PredeploySettings = Field(default_factory=PredeploySettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     certs: CertSettings = Field(default_factory=CertSettings)
+    cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -8,8 +8,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel
 
-from runbook.cleanup import Policy, PolicyPlan, TableInfo, qualified, selection
+from runbook.cleanup import Action, Policy, PolicyPlan, TableInfo, qualified, selection
 from tasks.postgres import SYSTEM_SCHEMAS
 
 SAMPLE_KEYS = 5
@@ -63,3 +64,224 @@ def plan_policy(conn: psycopg.Connection[Any], policy: Policy, key: str, cutoff:
         rows=int(count[0]) if count else 0,
         sample_keys=[row[0] for row in samples],
     )
+
+
+# --------------------------------------------------------------------------- applying, in batches
+
+JOURNAL = sql.SQL("runbook.cleanup_journal")
+JOURNAL_DDL = """
+CREATE SCHEMA IF NOT EXISTS runbook;
+CREATE TABLE IF NOT EXISTS runbook.cleanup_journal (
+    run_id       text NOT NULL,
+    policy       text NOT NULL,
+    table_name   text NOT NULL,
+    action       text NOT NULL,
+    cutoff       timestamptz NOT NULL,
+    last_key     text,
+    rows_done    bigint NOT NULL DEFAULT 0,
+    batches      integer NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    PRIMARY KEY (run_id, policy)
+);
+"""
+
+
+class JournalEntry(BaseModel):
+    """Where a policy's clean-up stands: updated in the same transaction as each batch,
+    so a re-run after a kill resumes exactly (same cutoff, after the last key, counts)."""
+
+    run_id: str
+    policy: str
+    cutoff: datetime
+    last_key: str | None
+    rows_done: int
+    batches: int
+    finished: bool
+
+
+def ensure_journal(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute(JOURNAL_DDL)
+
+
+def open_entry(conn: psycopg.Connection[Any], policy: Policy, run_id: str, cutoff: datetime) -> JournalEntry:
+    """The unfinished entry of this policy (a killed run: resume it), or a new one."""
+    with conn.transaction():
+        row = conn.execute(
+            sql.SQL(
+                "SELECT run_id, cutoff, last_key, rows_done, batches FROM {} WHERE policy = %s AND finished_at IS NULL"
+                " ORDER BY started_at DESC LIMIT 1"
+            ).format(JOURNAL),
+            (policy.name,),
+        ).fetchone()
+        if row:
+            return JournalEntry(run_id=row[0], policy=policy.name, cutoff=row[1], last_key=row[2], rows_done=row[3], batches=row[4], finished=False)
+        conn.execute(
+            sql.SQL("INSERT INTO {} (run_id, policy, table_name, action, cutoff) VALUES (%s, %s, %s, %s, %s)").format(JOURNAL),
+            (run_id, policy.name, policy.table, policy.action.value, cutoff),
+        )
+    return JournalEntry(run_id=run_id, policy=policy.name, cutoff=cutoff, last_key=None, rows_done=0, batches=0, finished=False)
+
+
+def finish_entry(conn: psycopg.Connection[Any], entry: JournalEntry) -> None:
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("UPDATE {} SET finished_at = now(), updated_at = now() WHERE run_id = %s AND policy = %s").format(JOURNAL),
+            (entry.run_id, entry.policy),
+        )
+
+
+def _batch_statement(policy: Policy, key: str, resume: bool) -> sql.Composed:
+    where, _ = selection(policy, datetime.now())  # the clause only; parameters come with the call
+    table, key_column = qualified(policy.table), sql.Identifier(key)
+    after = sql.SQL(" AND {} > %(after)s").format(key_column) if resume else sql.SQL("")
+    pick = sql.SQL("SELECT {k} FROM {t} WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s FOR UPDATE").format(
+        k=key_column, t=table, w=where, a=after
+    )
+    if policy.action is Action.SET_ARCHIVED:
+        change = sql.SQL("UPDATE {t} AS t SET {flag} = true FROM batch WHERE t.{k} = batch.{k} RETURNING t.{k}").format(
+            t=table, flag=sql.Identifier(policy.archived_column), k=key_column
+        )
+    else:
+        change = sql.SQL("DELETE FROM {t} AS t USING batch WHERE t.{k} = batch.{k} RETURNING t.{k}").format(t=table, k=key_column)
+    return sql.SQL("WITH batch AS ({pick}), done AS ({change}) SELECT count(*), max({k})::text FROM done").format(
+        pick=pick, change=change, k=key_column
+    )
+
+
+def apply_batch(
+    conn: psycopg.Connection[Any], policy: Policy, key: str, entry: JournalEntry, limit: int, key_type: str,
+    lock_timeout_ms: int, statement_timeout_ms: int,
+) -> int:
+    """One short transaction: lock the next ``limit`` matching rows by key, delete or
+    flag them, and move the journal on. Returns how many rows it changed (0: done)."""
+    _, params = selection(policy, entry.cutoff)
+    statement = _batch_statement(policy, key, entry.last_key is not None)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{statement_timeout_ms}ms")))
+        after = _typed(entry.last_key, key_type)
+        row = conn.execute(statement, {**params, "limit": limit, "after": after}).fetchone()
+        changed, last = (int(row[0]), row[1]) if row else (0, None)
+        if changed:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
+                    " WHERE run_id = %s AND policy = %s"
+                ).format(JOURNAL),
+                (last, changed, entry.run_id, entry.policy),
+            )
+    if changed:
+        entry.last_key, entry.rows_done, entry.batches = last, entry.rows_done + changed, entry.batches + 1
+    return changed
+
+
+def _typed(value: str | None, key_type: str) -> Any:
+    if value is None:
+        return None
+    return int(value) if key_type in ("bigint", "integer", "smallint") else value
+
+
+def pressure(conn: psycopg.Connection[Any]) -> tuple[int, float]:
+    """(sessions waiting on a lock, age in seconds of the oldest other open transaction)."""
+    row = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM pg_locks WHERE NOT granted),
+               coalesce((SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity
+                         WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'), 0)
+        """
+    ).fetchone()
+    conn.rollback()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+
+# --------------------------------------------------------------------------- Prefect tasks
+
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from prefect import get_run_logger, task  # noqa: E402 - the plain functions above need no Prefect
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from tasks import postgres  # noqa: E402
+
+
+@task(name="apply-policy", cache_policy=NO_CACHE)
+def apply_policy(
+    dsn: str,
+    policy: Policy,
+    key: str,
+    key_type: str,
+    run_id: str,
+    cutoff: datetime,
+    *,
+    batch_size: int,
+    lock_timeout_ms: int,
+    statement_timeout_ms: int,
+    max_lock_waits: int,
+    long_transaction_s: float,
+    connect_timeout: int,
+    on_batch: Callable[[JournalEntry], None] | None = None,
+) -> dict[str, Any]:
+    """Every batch of one policy, each its own short transaction, backing off while the
+    database is under pressure; resumes an unfinished run of the same policy."""
+    logger = get_run_logger()
+    waited = 0.0
+    longest_ms = 0.0
+    retries = 0
+    with postgres.session(dsn, application="runbook data-cleanup", connect_timeout=connect_timeout, statement_timeout_s=None) as conn:
+        entry = open_entry(conn, policy, run_id, cutoff)
+        resumed = entry.run_id != run_id or entry.rows_done > 0
+        if resumed:
+            logger.warning("Resuming %s of run %s after key %s (%d rows already done)", policy.name, entry.run_id, entry.last_key, entry.rows_done)
+        pause = 0.25
+        while True:
+            waiting, oldest = pressure(conn)
+            if waiting > max_lock_waits or oldest > long_transaction_s:
+                time.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 5.0)
+                if waited < 600:  # bounded: after 10 min of pressure, go on at the slowest pace
+                    continue
+            pause = 0.25
+            started = time.perf_counter()
+            try:
+                changed = apply_batch(conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms)
+            except psycopg.errors.LockNotAvailable:
+                retries += 1
+                if retries > 20:
+                    raise
+                time.sleep(min(0.1 * retries, 2.0))
+                continue
+            longest_ms = max(longest_ms, (time.perf_counter() - started) * 1000)
+            if not changed:
+                break
+            if on_batch is not None:
+                on_batch(entry)
+        finish_entry(conn, entry)
+    logger.info("%s: %d rows %s in %d batches", policy.name, entry.rows_done,
+                "flagged" if policy.action is Action.SET_ARCHIVED else "deleted", entry.batches)
+    return {
+        "policy": policy.name,
+        "table": policy.table,
+        "action": policy.action.value,
+        "run_id": entry.run_id,
+        "cutoff": entry.cutoff.isoformat(),
+        "rows": entry.rows_done,
+        "batches": entry.batches,
+        "resumed": resumed,
+        "longest_batch_ms": round(longest_ms, 1),
+        "waited_for_pressure_s": round(waited, 1),
+        "lock_retries": retries,
+    }
+
+
+@task(name="vacuum-analyze", cache_policy=NO_CACHE)
+def vacuum_analyze(dsn: str, tables: list[str], connect_timeout: int) -> None:
+    """VACUUM ANALYZE the touched tables (outside any transaction)."""
+    with postgres.session(dsn, application="runbook vacuum", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
+        for table in tables:
+            get_run_logger().info("VACUUM ANALYZE %s", table)
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(qualified(table)))

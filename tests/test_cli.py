@@ -204,3 +204,14 @@ def psycopg_connect(dsn: str):  # type: ignore[no-untyped-def]
     import psycopg
 
     return psycopg.connect(dsn, autocommit=True)
+
+
+def test_data_cleanup_is_a_dry_run_unless_applied(platform: Platform, cli_env: dict[str, str]) -> None:
+    plan = runbook("data-cleanup", env=cli_env)
+    assert plan.returncode == 0, plan.stderr[-1500:]
+    assert "clean-up plan (dry run: add --apply to do it)" in plan.stdout and "system-logs" in plan.stdout
+    done = runbook("data-cleanup", "--apply", "--policy", "expired-sessions", env=cli_env)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "clean-up done:" in done.stdout and "expired-sessions" in done.stdout
+    unknown = runbook("data-cleanup", "--policy", "nope", env=cli_env)
+    assert unknown.returncode == 2 and "no policy named nope" in unknown.stderr

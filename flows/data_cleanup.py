@@ -1,0 +1,126 @@
+"""``data-cleanup`` (runbook §4.5): the retention rules, applied so that nothing is
+lost: checked against the catalog, planned and published, then applied in short
+batches with a journal that makes a killed run resumable and its counts exact."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.states import Completed
+from pydantic import BaseModel, Field
+
+from runbook.cleanup import Policy, PolicyPlan, TableInfo, check_policies
+from runbook.errors import ConfigError
+from runbook.reports import artifact_key, expected_failures
+from runbook.settings import RunbookSettings
+from runbook.target import prepare
+from tasks import postgres
+from tasks.cleanup import JournalEntry, apply_policy, ensure_journal, plan_policy, table_catalog, vacuum_analyze
+
+
+class CleanupParameters(BaseModel):
+    """What to clean, and whether to do it."""
+
+    dry_run: bool = Field(True, description="Only plan and publish what each policy would touch.")
+    policies: list[str] = Field(default_factory=list, description="Names of the policies to run; empty: all configured.")
+    batch_size: int | None = Field(None, ge=1, le=1_000_000, description="Rows per batch. Unset: RUNBOOK_CLEANUP__BATCH_SIZE.")
+
+
+def chosen_policies(settings: RunbookSettings, names: list[str]) -> list[Policy]:
+    configured = {p.name: p for p in settings.cleanup.policies}
+    unknown = [n for n in names if n not in configured]
+    if unknown:
+        raise ConfigError(f"no policy named {', '.join(unknown)}: configured are {', '.join(configured) or 'none'}")
+    return [configured[n] for n in names] if names else list(configured.values())
+
+
+def plan(dsn: str, policies: list[Policy], settings: RunbookSettings) -> tuple[dict[str, TableInfo], list[PolicyPlan]]:
+    """Check every policy against the catalog (nothing is touched when one is wrong),
+    then count what each would touch, as of now."""
+    with postgres.session(dsn, application="runbook data-cleanup plan", connect_timeout=settings.connect_timeout, statement_timeout_s=settings.statement_timeout) as conn:
+        catalog = table_catalog(conn)
+        check_policies(policies, catalog)
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index] - the database's clock decides ages
+        plans = [plan_policy(conn, p, catalog[p.table].primary_key[0], p.cutoff(now)) for p in policies]
+    return catalog, plans
+
+
+@flow(name="data-cleanup")
+@expected_failures
+def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
+    """Data retention (§4.5): system logs older than 90 days deleted, alerts resolved more
+    than 30 days ago flagged archived, expired sessions deleted (policies are settings).
+    Plans first (an artifact; the dry run stops there), then applies in short batches by
+    primary key with lock and statement timeouts, backing off under pressure; a killed
+    run resumes where it stopped. One clean-up at a time; VACUUM ANALYZE afterwards."""
+    logger = get_run_logger()
+    settings, target = prepare()
+    policies = chosen_policies(settings, params.policies)
+    database = postgres.database_name(target.dsn)
+    catalog, plans = plan(target.dsn, policies, settings)
+    create_table_artifact(
+        key=artifact_key("data-cleanup-plan", database),
+        table=[p.model_dump(mode="json") | {"sample_keys": ", ".join(map(str, p.sample_keys))} for p in plans],
+        description=f"What each policy would touch in {database} ({'dry run' if params.dry_run else 'applied next'})",
+    )
+    report: dict[str, Any] = {"database": database, "dry_run": params.dry_run, "plans": [p.model_dump(mode="json") for p in plans]}
+    if params.dry_run:
+        total = sum(p.rows for p in plans)
+        report["message"] = f"dry run: {total:,} rows would be touched by {len(plans)} policies"
+        return Completed(message=report["message"], data=report)
+
+    run_id = f"cleanup_{datetime.now(timezone.utc):%Y%m%d_%H%M%S}_{secrets.token_hex(2)}"
+    batch_size = params.batch_size or settings.cleanup.batch_size
+    total = max(1, sum(p.rows for p in plans))
+    progress_id = create_progress_artifact(progress=0.0, description=f"Clean-up of {database}")
+    done_before: dict[str, int] = {}
+
+    def on_batch(entry: JournalEntry) -> None:
+        done_before[entry.policy] = entry.rows_done
+        update_progress_artifact(progress_id, min(100.0, 100.0 * sum(done_before.values()) / total))
+
+    results = []
+    with postgres.session(target.dsn, application="runbook data-cleanup", connect_timeout=settings.connect_timeout, statement_timeout_s=None, autocommit=True) as lock:
+        postgres.try_advisory_lock(lock, f"data-cleanup of {database}")
+        with postgres.session(target.dsn, connect_timeout=settings.connect_timeout, statement_timeout_s=60) as conn:
+            ensure_journal(conn)
+        for policy, planned in zip(policies, plans):
+            info = catalog[policy.table]
+            key = info.primary_key[0]
+            results.append(
+                apply_policy(
+                    target.dsn, policy, key, info.columns[key], run_id, planned.cutoff,
+                    batch_size=batch_size, lock_timeout_ms=settings.cleanup.lock_timeout_ms,
+                    statement_timeout_ms=settings.cleanup.statement_timeout_ms, max_lock_waits=settings.cleanup.max_lock_waits,
+                    long_transaction_s=settings.cleanup.long_transaction_seconds, connect_timeout=settings.connect_timeout,
+                    on_batch=on_batch,
+                )
+            )
+        touched = sorted({r["table"] for r in results if r["rows"]})
+        if settings.cleanup.vacuum and touched:
+            vacuum_analyze(target.dsn, touched, settings.connect_timeout)
+    update_progress_artifact(progress_id, 100.0)
+    report["results"] = results
+    report["vacuumed"] = touched if settings.cleanup.vacuum else []
+    create_markdown_artifact(
+        key=artifact_key("data-cleanup", database),
+        markdown=_markdown(database, results),
+        description=f"Clean-up of {database}: exact counts",
+    )
+    report["message"] = "clean-up done: " + ", ".join(f"{r['policy']} {r['rows']:,} rows" for r in results)
+    logger.info(report["message"])
+    return Completed(message=report["message"], data=report)
+
+
+def _markdown(database: str, results: list[dict[str, Any]]) -> str:
+    lines = [f"# Clean-up of `{database}`", "", "| policy | table | action | rows | batches | resumed | longest batch ms | waited s |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['policy']} | {r['table']} | {r['action']} | {r['rows']:,} | {r['batches']} | {'yes' if r['resumed'] else 'no'} | "
+            f"{r['longest_batch_ms']} | {r['waited_for_pressure_s']} |"
+        )
+    return "\n".join(lines)

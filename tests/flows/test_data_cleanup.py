@@ -1,0 +1,151 @@
+"""data-cleanup on a real PostgreSQL with the sandbox's generated data: exactly the
+rows of §4.5, nothing else, in batches, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from flows.data_cleanup import CleanupParameters, data_cleanup
+from tests.conftest import Platform
+
+
+def _run(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    state = data_cleanup(CleanupParameters(**kwargs), return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
+    return {
+        "logs": dict(conn.execute("SELECT id, created_at FROM system_logs").fetchall()),
+        "alerts": {r[0]: r[1:] for r in conn.execute("SELECT id, resolved, resolved_at, archived FROM user_alerts").fetchall()},
+        "sessions": dict(conn.execute("SELECT id, expires_at FROM user_sessions").fetchall()),
+    }
+
+
+def cutoffs(report: dict[str, Any]) -> dict[str, datetime]:
+    return {p["policy"]: datetime.fromisoformat(p["cutoff"]) for p in report["plans"]}
+
+
+def test_a_dry_run_plans_exactly_and_touches_nothing(platform: Platform) -> None:
+    with platform.connect() as conn:
+        before = snapshot(conn)
+    state, report = _run()
+    assert state.is_completed() and report["dry_run"]
+    cut = cutoffs(report)
+    plans = {p["policy"]: p["rows"] for p in report["plans"]}
+    assert plans["system-logs"] == sum(1 for t in before["logs"].values() if t < cut["system-logs"])
+    assert plans["expired-sessions"] == sum(1 for t in before["sessions"].values() if t < cut["expired-sessions"])
+    assert plans["resolved-alerts"] == sum(1 for r, at, a in before["alerts"].values() if r and at < cut["resolved-alerts"] and not a)
+    with platform.connect() as conn:
+        assert snapshot(conn) == before
+        assert conn.execute("SELECT to_regclass('runbook.cleanup_journal')").fetchone() == (None,)
+
+
+def test_apply_removes_and_flags_exactly_the_rows_of_4_5_in_batches_while_a_writer_inserts(platform: Platform) -> None:
+    with platform.connect() as conn:
+        before = snapshot(conn)
+    written: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:  # a log row every few ms, as the platform would
+        with psycopg.connect(platform.dsn, autocommit=True) as conn:
+            for _ in range(5000):
+                if stop.is_set():
+                    return
+                written.append(conn.execute("INSERT INTO system_logs (level, message) VALUES ('INFO', 'live') RETURNING id").fetchone()[0])  # type: ignore[index]
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    try:
+        state, report = _run(dry_run=False, batch_size=500)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert state.is_completed(), state.message
+    cut = cutoffs(report)
+    results = {r["policy"]: r for r in report["results"]}
+    with platform.connect() as conn:
+        after = snapshot(conn)
+    old_logs = {i for i, t in before["logs"].items() if t < cut["system-logs"]}
+    assert set(after["logs"]) == (set(before["logs"]) - old_logs) | set(written)  # the writer lost nothing
+    assert results["system-logs"]["rows"] == len(old_logs) and results["system-logs"]["batches"] >= len(old_logs) // 500
+    flagged = {i for i, (r, at, a) in before["alerts"].items() if r and at < cut["resolved-alerts"] and not a}
+    assert {i for i, (_, _, a) in after["alerts"].items() if a} == flagged | {i for i, (_, _, a) in before["alerts"].items() if a}
+    assert set(after["alerts"]) == set(before["alerts"])  # flagged, never deleted; unresolved ones untouched
+    expired = {i for i, t in before["sessions"].items() if t < cut["expired-sessions"]}
+    assert set(after["sessions"]) == set(before["sessions"]) - expired and results["expired-sessions"]["rows"] == len(expired)
+    assert all(t >= cut["expired-sessions"] for t in after["sessions"].values())  # live sessions kept
+    assert report["vacuumed"] == ["public.system_logs", "public.user_alerts", "public.user_sessions"]
+
+    state, report = _run(dry_run=False)  # a second run finds nothing left
+    assert [r["rows"] for r in report["results"]] == [0, 0, 0]
+
+
+def test_a_run_killed_between_batches_is_finished_by_the_next_with_exact_counts(platform: Platform, prefect_harness: str) -> None:
+    with platform.connect() as conn:
+        before = snapshot(conn)
+    env = {**os.environ, "PREFECT_API_URL": prefect_harness}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook.cli", "data-cleanup", "--apply", "--policy", "system-logs", "--batch-size", "200"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    done = 0
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline and process.poll() is None:
+            if conn.execute("SELECT to_regclass('runbook.cleanup_journal')").fetchone() != (None,):
+                row = conn.execute("SELECT rows_done FROM runbook.cleanup_journal WHERE policy = 'system-logs'").fetchone()
+                done = row[0] if row else 0
+                if done >= 1000:
+                    break
+            time.sleep(0.02)
+        if process.poll() is not None:
+            raise AssertionError(f"the clean-up ended before the kill: {process.stderr.read()[-1500:]}")  # type: ignore[union-attr]
+        assert done >= 1000, "the clean-up did not get going before the kill"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        killed_at = conn.execute("SELECT rows_done, finished_at FROM runbook.cleanup_journal WHERE policy = 'system-logs'").fetchone()
+    assert killed_at is not None and killed_at[1] is None  # unfinished
+    state, report = _run(dry_run=False, policies=["system-logs"])
+    assert state.is_completed(), state.message
+    result = report["results"][0]
+    assert result["resumed"] is True
+    cutoff = datetime.fromisoformat(result["cutoff"])  # the first run's cutoff, kept in the journal
+    old = {i for i, t in before["logs"].items() if t < cutoff}
+    with platform.connect() as conn:
+        remaining = {r[0] for r in conn.execute("SELECT id FROM system_logs").fetchall()}
+    assert remaining == set(before["logs"]) - old
+    assert result["rows"] == len(old)  # both runs together, each row counted once
+
+
+@pytest.mark.parametrize(
+    ("policies", "message"),
+    [
+        ([{"name": "x", "table": "no_such", "time_column": "created_at", "older_than_days": 1}], "no table public.no_such"),
+        ([{"name": "x", "table": "system_logs", "time_column": "created_at", "older_than_days": 0}], "must be > 0"),
+        ([{"name": "x", "table": "system_logs", "time_column": "message", "older_than_days": 5}], "not a timestamp"),
+    ],
+)
+def test_invalid_policies_exit_2_with_nothing_touched(platform: Platform, prefect_harness: str, policies: list[dict[str, Any]], message: str) -> None:
+    with platform.connect() as conn:
+        before = snapshot(conn)
+    env = {**os.environ, "PREFECT_API_URL": prefect_harness, "RUNBOOK_CLEANUP__POLICIES": json.dumps(policies)}
+    proc = subprocess.run([sys.executable, "-m", "runbook.cli", "data-cleanup", "--apply"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    with platform.connect() as conn:
+        assert snapshot(conn) == before
+        assert conn.execute("SELECT to_regclass('runbook.cleanup_journal')").fetchone() == (None,)
