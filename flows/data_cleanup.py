@@ -13,12 +13,13 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import Completed
 from pydantic import BaseModel, Field
 
-from runbook.cleanup import Policy, PolicyPlan, TableInfo, check_policies
+from runbook.cleanup import Action, Policy, PolicyPlan, TableInfo, check_policies
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
+from tasks.store import open_backup_store
 from tasks.cleanup import JournalEntry, apply_policy, ensure_journal, plan_policy, table_catalog, vacuum_analyze
 
 
@@ -53,7 +54,8 @@ def plan(dsn: str, policies: list[Policy], settings: RunbookSettings) -> tuple[d
 @expected_failures
 def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
     """Data retention (§4.5): system logs older than 90 days deleted, alerts resolved more
-    than 30 days ago flagged archived, expired sessions deleted (policies are settings).
+    than 30 days ago flagged archived, expired sessions deleted (policies are settings;
+    archive-then-delete writes each batch to the backup store, checked, before deleting it).
     Plans first (an artifact; the dry run stops there), then applies in short batches by
     primary key with lock and statement timeouts, backing off under pressure; a killed
     run resumes where it stopped. One clean-up at a time; VACUUM ANALYZE afterwards."""
@@ -62,6 +64,8 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
     policies = chosen_policies(settings, params.policies)
     database = postgres.database_name(target.dsn)
     catalog, plans = plan(target.dsn, policies, settings)
+    archiving = any(p.action is Action.ARCHIVE_THEN_DELETE for p in policies)
+    store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb) if archiving else None
     create_table_artifact(
         key=artifact_key("data-cleanup-plan", database),
         table=[p.model_dump(mode="json") | {"sample_keys": ", ".join(map(str, p.sample_keys))} for p in plans],
@@ -97,7 +101,7 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
                     batch_size=batch_size, lock_timeout_ms=settings.cleanup.lock_timeout_ms,
                     statement_timeout_ms=settings.cleanup.statement_timeout_ms, max_lock_waits=settings.cleanup.max_lock_waits,
                     long_transaction_s=settings.cleanup.long_transaction_seconds, connect_timeout=settings.connect_timeout,
-                    on_batch=on_batch,
+                    on_batch=on_batch, store=store, database=database,
                 )
             )
         touched = sorted({r["table"] for r in results if r["rows"]})
@@ -105,6 +109,8 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
             vacuum_analyze(target.dsn, touched, settings.connect_timeout)
     update_progress_artifact(progress_id, 100.0)
     report["results"] = results
+    if store is not None:
+        report["archive"] = f"{store.url}/{database}/archive/"
     report["vacuumed"] = touched if settings.cleanup.vacuum else []
     create_markdown_artifact(
         key=artifact_key("data-cleanup", database),

@@ -19,6 +19,7 @@ TIME_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
 class Action(str, Enum):
     DELETE = "delete"
     SET_ARCHIVED = "set-archived"
+    ARCHIVE_THEN_DELETE = "archive-then-delete"  # rows to the backup store first, checked, then deleted
 
 
 class Condition(BaseModel):
@@ -150,3 +151,24 @@ class PolicyPlan(BaseModel):
     cutoff: datetime
     rows: int
     sample_keys: list[int | str] = Field(default_factory=list)
+
+
+class ArchivedBatch(BaseModel):
+    """One batch of rows written to the store before they were deleted: zstd-compressed
+    JSON lines, one row each, with the sha256 of the stored bytes and the row count."""
+
+    policy: str
+    table: str
+    run_id: str
+    batch: int
+    rows: int
+    first_key: str
+    last_key: str
+    sha256: str
+    size_bytes: int
+    cutoff: datetime
+
+
+def archive_key(database: str, policy: str, run_id: str, batch: int) -> str:
+    """Where a batch goes; a retried batch (same run, same number) overwrites itself."""
+    return f"{database}/archive/{policy}/{run_id}/batch_{batch:06d}.jsonl.zst"

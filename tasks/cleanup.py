@@ -6,11 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import hashlib
+
 import psycopg
+import zstandard
 from psycopg import sql
 from pydantic import BaseModel
 
-from runbook.cleanup import Action, Policy, PolicyPlan, TableInfo, qualified, selection
+from runbook.cleanup import Action, ArchivedBatch, Policy, PolicyPlan, TableInfo, archive_key, qualified, selection
+from runbook.errors import StoreError
+from tasks.store import BackupStore, put_json
 from tasks.postgres import SYSTEM_SCHEMAS
 
 SAMPLE_KEYS = 5
@@ -178,6 +183,57 @@ def apply_batch(
     return changed
 
 
+def archive_batch(
+    conn: psycopg.Connection[Any], policy: Policy, key: str, entry: JournalEntry, limit: int, key_type: str,
+    lock_timeout_ms: int, statement_timeout_ms: int, store: BackupStore, database: str,
+) -> int:
+    """One transaction: lock the next rows, write them to the store as compressed JSON
+    lines, read the object back and check it, and only then delete exactly those rows
+    and move the journal on. A kill before the commit leaves the rows in place, and the
+    retried batch (same number) overwrites its own archive object."""
+    where, params = selection(policy, entry.cutoff)
+    table, key_column = qualified(policy.table), sql.Identifier(key)
+    after = sql.SQL(" AND {} > %(after)s").format(key_column) if entry.last_key is not None else sql.SQL("")
+    pick = sql.SQL("SELECT {k}, row_to_json(t)::text FROM {t} AS t WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s FOR UPDATE").format(
+        k=key_column, t=table, w=where, a=after
+    )
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{statement_timeout_ms}ms")))
+        rows = conn.execute(pick, {**params, "limit": limit, "after": _typed(entry.last_key, key_type)}).fetchall()
+        if not rows:
+            return 0
+        number = entry.batches + 1
+        payload = zstandard.ZstdCompressor(level=3).compress("".join(f"{row[1]}\n" for row in rows).encode())
+        record = ArchivedBatch(
+            policy=policy.name, table=policy.table, run_id=entry.run_id, batch=number, rows=len(rows),
+            first_key=str(rows[0][0]), last_key=str(rows[-1][0]), sha256=hashlib.sha256(payload).hexdigest(),
+            size_bytes=len(payload), cutoff=entry.cutoff,
+        )
+        object_key = archive_key(database, policy.name, entry.run_id, number)
+        store.put_bytes(object_key, payload)
+        stored = store.get_bytes(object_key)
+        lines = zstandard.ZstdDecompressor().decompress(stored, max_output_size=64 << 30).decode().splitlines() if stored else []
+        if hashlib.sha256(stored).hexdigest() != record.sha256 or len(lines) != record.rows:
+            raise StoreError(f"archive {object_key} does not read back as written: rows not deleted")
+        put_json(store, object_key.removesuffix(".jsonl.zst") + ".json", record.model_dump(mode="json"))
+        keys = [row[0] for row in rows]
+        deleted = conn.execute(
+            sql.SQL("DELETE FROM {t} WHERE {k} = ANY(%(keys)s)").format(t=table, k=key_column), {"keys": keys}
+        ).rowcount
+        if deleted != len(rows):
+            raise StoreError(f"{policy.table}: {deleted} rows deleted for {len(rows)} archived: rolled back")
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
+                " WHERE run_id = %s AND policy = %s"
+            ).format(JOURNAL),
+            (record.last_key, len(rows), entry.run_id, entry.policy),
+        )
+    entry.last_key, entry.rows_done, entry.batches = record.last_key, entry.rows_done + len(rows), number
+    return len(rows)
+
+
 def _typed(value: str | None, key_type: str) -> Any:
     if value is None:
         return None
@@ -224,6 +280,8 @@ def apply_policy(
     long_transaction_s: float,
     connect_timeout: int,
     on_batch: Callable[[JournalEntry], None] | None = None,
+    store: BackupStore | None = None,
+    database: str = "",
 ) -> dict[str, Any]:
     """Every batch of one policy, each its own short transaction, backing off while the
     database is under pressure; resumes an unfinished run of the same policy."""
@@ -248,7 +306,14 @@ def apply_policy(
             pause = 0.25
             started = time.perf_counter()
             try:
-                changed = apply_batch(conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms)
+                if policy.action is Action.ARCHIVE_THEN_DELETE:
+                    if store is None:
+                        raise StoreError(f"policy {policy.name!r} archives: no backup store given")
+                    changed = archive_batch(
+                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, store, database
+                    )
+                else:
+                    changed = apply_batch(conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms)
             except psycopg.errors.LockNotAvailable:
                 retries += 1
                 if retries > 20:

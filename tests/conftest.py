@@ -9,6 +9,7 @@ backup store (a folder, or a fresh bucket), passed to runbook through the same
 from __future__ import annotations
 
 import os
+import subprocess
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,3 +143,24 @@ def scratch_databases(admin_dsn: str, kind: str = "verify") -> list[str]:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"runbook\\_{kind}\\_%",))
         return [r[0] for r in rows]
+
+
+def runbook_here(*args: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (no interpreter start-up): for the cases that
+    need no process of their own. Prefect's own log lines are not captured here."""
+    import contextlib
+    import io
+    import signal
+
+    from runbook.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

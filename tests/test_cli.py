@@ -12,7 +12,7 @@ import pytest
 from prefect import get_client
 
 from tasks.postgres import parse_dsn
-from tests.conftest import Platform
+from tests.conftest import Platform, runbook_here
 
 SECRET = "Sup3r-Secret-pw"
 
@@ -112,9 +112,9 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(
-    cli_env: dict[str, str], args: tuple[str, ...], env: dict[str, str], message: str
+    cli_env: dict[str, str], args: tuple[str, ...], env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proc = runbook(*args, env={**cli_env, **env})
+    proc = runbook_here(*args, env={**cli_env, **env}, monkeypatch=monkeypatch)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

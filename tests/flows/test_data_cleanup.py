@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from flows.data_cleanup import CleanupParameters, data_cleanup
-from tests.conftest import Platform
+from tests.conftest import Platform, runbook_here
 
 
 def _run(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -139,13 +139,61 @@ def test_a_run_killed_between_batches_is_finished_by_the_next_with_exact_counts(
         ([{"name": "x", "table": "system_logs", "time_column": "message", "older_than_days": 5}], "not a timestamp"),
     ],
 )
-def test_invalid_policies_exit_2_with_nothing_touched(platform: Platform, prefect_harness: str, policies: list[dict[str, Any]], message: str) -> None:
+def test_invalid_policies_exit_2_with_nothing_touched(
+    platform: Platform, policies: list[dict[str, Any]], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with platform.connect() as conn:
         before = snapshot(conn)
-    env = {**os.environ, "PREFECT_API_URL": prefect_harness, "RUNBOOK_CLEANUP__POLICIES": json.dumps(policies)}
-    proc = subprocess.run([sys.executable, "-m", "runbook.cli", "data-cleanup", "--apply"], env=env, capture_output=True, text=True, timeout=120)
+    proc = runbook_here("data-cleanup", "--apply", env={"RUNBOOK_CLEANUP__POLICIES": json.dumps(policies)}, monkeypatch=monkeypatch)
     assert proc.returncode == 2, proc.stderr[-1000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     with platform.connect() as conn:
         assert snapshot(conn) == before
         assert conn.execute("SELECT to_regclass('runbook.cleanup_journal')").fetchone() == (None,)
+
+
+def _archived_rows(store_root: str, database: str) -> list[dict[str, Any]]:
+    import zstandard
+
+    from pathlib import Path
+
+    rows = []
+    for path in sorted(Path(store_root, database, "archive").rglob("*.jsonl.zst")):
+        text = zstandard.ZstdDecompressor().decompress(path.read_bytes()).decode()
+        record = json.loads(path.with_name(path.name.removesuffix(".jsonl.zst") + ".json").read_text())
+        lines = text.splitlines()
+        assert record["rows"] == len(lines)
+        import hashlib
+
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        rows += [json.loads(line) for line in lines]
+    return rows
+
+
+def test_archive_then_delete_keeps_exactly_the_deleted_rows_in_the_store(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    policy = {"name": "old-logs", "table": "system_logs", "time_column": "created_at", "older_than_days": 90, "action": "archive-then-delete"}
+    monkeypatch.setenv("RUNBOOK_CLEANUP__POLICIES", json.dumps([policy]))
+    state, report = _run()  # the plan fixes nothing: the apply run decides its own cutoff
+    state, report = _run(dry_run=False, batch_size=700)
+    assert state.is_completed(), state.message
+    cutoff = datetime.fromisoformat(report["results"][0]["cutoff"])
+    archived = sorted(_archived_rows(platform.store_url, platform.database), key=lambda r: r["id"])
+    with platform.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (cutoff,)).fetchone() == (0,)
+        survivors = conn.execute("SELECT count(*) FROM system_logs").fetchone()[0]  # type: ignore[index]
+    from tasks.postgres import with_database
+
+    with psycopg.connect(with_database(platform.admin_dsn, "platform_template")) as source:
+        expected = [json.loads(r[0]) for r in source.execute(
+            "SELECT row_to_json(t)::text FROM system_logs t WHERE created_at < %s ORDER BY id", (cutoff,)
+        ).fetchall()]
+        total = source.execute("SELECT count(*) FROM system_logs").fetchone()[0]  # type: ignore[index]
+
+    def checksum(rows: list[dict[str, Any]]) -> str:
+        return hashlib.sha256("\n".join(json.dumps(r, sort_keys=True) for r in rows).encode()).hexdigest()
+
+    assert [r["id"] for r in archived] == [r["id"] for r in expected] and len(expected) > 0
+    assert checksum(archived) == checksum(expected)  # the same rows, the same content
+    assert report["results"][0]["rows"] == len(expected) and survivors == total - len(expected)
