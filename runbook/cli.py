@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", dest="policies", action="append", default=[], help="run only this policy (repeatable)")
     p.add_argument("--batch-size", type=_positive, help="rows per batch (default RUNBOOK_CLEANUP__BATCH_SIZE)")
 
+    p = sub.add_parser("db-maintenance", parents=[common], help="VACUUM ANALYZE and the index/settings report (§4.4, §7.4)")
+    p.add_argument("--no-vacuum", dest="vacuum", action="store_false", help="report only")
+    p.add_argument("--apply", action="store_true", help="create a missing recommended index CONCURRENTLY")
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -204,6 +208,10 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
 
         params = CleanupParameters(dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size)
         return _run_flow(data_cleanup, params=params)
+    if name == "db-maintenance":
+        from flows.db_maintenance import MaintenanceParameters, db_maintenance
+
+        return _run_flow(db_maintenance, params=MaintenanceParameters(vacuum=args.vacuum, apply=args.apply))
     raise UsageError(f"unknown procedure {name!r}")
 
 
@@ -299,6 +307,13 @@ def _human(name: str, result: Any) -> str:
             return "\n".join(["clean-up plan (dry run: add --apply to do it):", *lines])
         done = [f"  {r['policy']:<20} {r['rows']:>12,} rows in {r['batches']} batches" + (" (resumed)" if r["resumed"] else "") for r in result["results"]]
         return "\n".join(["clean-up done:", *done])
+    if name == "db-maintenance":
+        lines = [f"maintenance of {result['database']}: {result['outcome'].upper()}"]
+        if result["vacuumed"]:
+            lines.append(f"  VACUUM ANALYZE: {', '.join(result['vacuumed'])}")
+        for check in result["checks"]:
+            lines.append(f"  {'ok  ' if check['ok'] else 'warn'} {check['name']}: {check['detail']}")
+        return "\n".join(lines)
     if name == "cert-check":
         lines = [f"certificates: {result['outcome'].upper()}"]
         for row in result["certificates"]:

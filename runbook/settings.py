@@ -246,6 +246,15 @@ class CleanupSettings(BaseModel):
     vacuum: bool = Field(True, description="VACUUM ANALYZE the touched tables afterwards.")
 
 
+class MaintenanceSettings(BaseModel):
+    """Database maintenance (§4.4)."""
+
+    tables: list[str] = Field(
+        default_factory=lambda: ["public.users", "public.user_alerts", "public.market_data"],
+        description="The large tables VACUUM ANALYZE'd (schema.table).",
+    )
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -290,6 +299,7 @@ class RunbookSettings(BaseSettings):
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     certs: CertSettings = Field(default_factory=CertSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @classmethod
     def settings_customise_sources(

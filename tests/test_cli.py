@@ -215,3 +215,9 @@ def test_data_cleanup_is_a_dry_run_unless_applied(platform: Platform, cli_env: d
     assert "clean-up done:" in done.stdout and "expired-sessions" in done.stdout
     unknown = runbook("data-cleanup", "--policy", "nope", env=cli_env)
     assert unknown.returncode == 2 and "no policy named nope" in unknown.stderr
+
+
+def test_db_maintenance_reports_on_the_command_line(platform: Platform, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = runbook_here("db-maintenance", "--no-vacuum", env=cli_env, monkeypatch=monkeypatch)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "ok   index:idx_market_data_symbol_timestamp" in proc.stdout and "warn setting:shared_buffers" in proc.stdout
