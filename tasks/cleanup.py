@@ -142,16 +142,19 @@ def _batch_statement(policy: Policy, key: str, resume: bool) -> sql.Composed:
     where, _ = selection(policy, datetime.now())  # the clause only; parameters come with the call
     table, key_column = qualified(policy.table), sql.Identifier(key)
     after = sql.SQL(" AND {} > %(after)s").format(key_column) if resume else sql.SQL("")
-    pick = sql.SQL("SELECT {k} FROM {t} WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s FOR UPDATE").format(
-        k=key_column, t=table, w=where, a=after
-    )
+    pick = sql.SQL("SELECT {k} FROM {t} WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s").format(k=key_column, t=table, w=where, a=after)
+    # the selection is repeated on the changed table itself: a row changed by someone else
+    # meanwhile is re-checked against it (EvalPlanQual) instead of being locked up front;
+    # the batch's column has its own name, so the selection's columns are the table's
     if policy.action is Action.SET_ARCHIVED:
-        change = sql.SQL("UPDATE {t} AS t SET {flag} = true FROM batch WHERE t.{k} = batch.{k} RETURNING t.{k}").format(
-            t=table, flag=sql.Identifier(policy.archived_column), k=key_column
-        )
+        change = sql.SQL(
+            "UPDATE {t} AS t SET {flag} = true FROM batch WHERE t.{k} = batch.runbook_key AND {w} RETURNING t.{k}"
+        ).format(t=table, flag=sql.Identifier(policy.archived_column), k=key_column, w=where)
     else:
-        change = sql.SQL("DELETE FROM {t} AS t USING batch WHERE t.{k} = batch.{k} RETURNING t.{k}").format(t=table, k=key_column)
-    return sql.SQL("WITH batch AS ({pick}), done AS ({change}) SELECT count(*), max({k})::text FROM done").format(
+        change = sql.SQL("DELETE FROM {t} AS t USING batch WHERE t.{k} = batch.runbook_key AND {w} RETURNING t.{k}").format(
+            t=table, k=key_column, w=where
+        )
+    return sql.SQL("WITH batch(runbook_key) AS ({pick}), done AS ({change}) SELECT count(*), max({k})::text FROM done").format(
         pick=pick, change=change, k=key_column
     )
 

@@ -55,3 +55,18 @@ def test_odd_identifiers_are_quoted_not_interpolated(platform: Platform) -> None
         plan = plan_policy(conn, policy, "id", policy.cutoff(datetime.now(timezone.utc)))
     # created 10..20 days ago, kind a (even ids): the row of exactly 10 days is older than the later cutoff
     assert plan.rows == 6 and plan.sample_keys == [10, 12, 14, 16, 18]
+
+
+def test_a_condition_on_the_key_column_itself_is_not_ambiguous_in_a_batch(platform: Platform) -> None:
+    from tasks.cleanup import JournalEntry, apply_batch, ensure_journal, open_entry
+
+    policy = Policy(name="odd-ids", table="system_logs", time_column="created_at", expired=True,
+                    conditions=[Condition(column="level", equals="DEBUG")])
+    with psycopg.connect(platform.dsn) as conn:
+        ensure_journal(conn)
+        first = conn.execute("SELECT min(id) FROM system_logs").fetchone()[0]  # type: ignore[index]
+        policy = policy.model_copy(update={"conditions": [Condition(column="id", equals=first)]})
+        entry: JournalEntry = open_entry(conn, policy, "run-1", datetime.now(timezone.utc))
+        changed = apply_batch(conn, policy, "id", entry, 100, "bigint", 2000, 30000)
+        assert changed == 1 and entry.last_key == str(first) and entry.rows_done == 1
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE id = %s", (first,)).fetchone() == (0,)
