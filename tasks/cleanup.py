@@ -267,8 +267,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from tasks import postgres  # noqa: E402
 
 
-@task(name="apply-policy", cache_policy=NO_CACHE)
-def apply_policy(
+def run_policy(
     dsn: str,
     policy: Policy,
     key: str,
@@ -285,10 +284,11 @@ def apply_policy(
     on_batch: Callable[[JournalEntry], None] | None = None,
     store: BackupStore | None = None,
     database: str = "",
+    log: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Every batch of one policy, each its own short transaction, backing off while the
     database is under pressure; resumes an unfinished run of the same policy."""
-    logger = get_run_logger()
+    say = log or (lambda *args: None)
     waited = 0.0
     longest_ms = 0.0
     retries = 0
@@ -296,7 +296,7 @@ def apply_policy(
         entry = open_entry(conn, policy, run_id, cutoff)
         resumed = entry.run_id != run_id or entry.rows_done > 0
         if resumed:
-            logger.warning("Resuming %s of run %s after key %s (%d rows already done)", policy.name, entry.run_id, entry.last_key, entry.rows_done)
+            say("Resuming %s of run %s after key %s (%d rows already done)", policy.name, entry.run_id, entry.last_key, entry.rows_done)
         pause = 0.25
         while True:
             waiting, oldest = pressure(conn)
@@ -329,7 +329,7 @@ def apply_policy(
             if on_batch is not None:
                 on_batch(entry)
         finish_entry(conn, entry)
-    logger.info("%s: %d rows %s in %d batches", policy.name, entry.rows_done,
+    say("%s: %d rows %s in %d batches", policy.name, entry.rows_done,
                 "flagged" if policy.action is Action.SET_ARCHIVED else "deleted", entry.batches)
     return {
         "policy": policy.name,
@@ -344,6 +344,13 @@ def apply_policy(
         "waited_for_pressure_s": round(waited, 1),
         "lock_retries": retries,
     }
+
+
+@task(name="apply-policy", cache_policy=NO_CACHE)
+def apply_policy(dsn: str, policy: Policy, key: str, key_type: str, run_id: str, cutoff: datetime, **options: Any) -> dict[str, Any]:
+    """Every batch of one policy, each its own short transaction, backing off while the
+    database is under pressure; resumes an unfinished run of the same policy."""
+    return run_policy(dsn, policy, key, key_type, run_id, cutoff, log=get_run_logger().info, **options)
 
 
 @task(name="vacuum-analyze", cache_policy=NO_CACHE)
