@@ -139,51 +139,66 @@ def finish_entry(conn: psycopg.Connection[Any], entry: JournalEntry) -> None:
 
 
 def _batch_statement(policy: Policy, key: str, resume: bool) -> sql.Composed:
+    """A window of the next ``limit`` keys (its end found by a range scan of the primary
+    key, whatever the selection), then one range DELETE or UPDATE of the rows in it that
+    match the selection. Walking the key in windows keeps every batch's cost constant,
+    and the selection is checked by the change itself (EvalPlanQual re-checks a row
+    someone changed meanwhile)."""
     where, _ = selection(policy, datetime.now())  # the clause only; parameters come with the call
     table, key_column = qualified(policy.table), sql.Identifier(key)
-    after = sql.SQL(" AND {} > %(after)s").format(key_column) if resume else sql.SQL("")
-    pick = sql.SQL("SELECT {k} FROM {t} WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s").format(k=key_column, t=table, w=where, a=after)
-    # the selection is repeated on the changed table itself: a row changed by someone else
-    # meanwhile is re-checked against it (EvalPlanQual) instead of being locked up front;
-    # the batch's column has its own name, so the selection's columns are the table's
-    if policy.action is Action.SET_ARCHIVED:
-        change = sql.SQL(
-            "UPDATE {t} AS t SET {flag} = true FROM batch WHERE t.{k} = batch.runbook_key AND {w} RETURNING t.{k}"
-        ).format(t=table, flag=sql.Identifier(policy.archived_column), k=key_column, w=where)
-    else:
-        change = sql.SQL("DELETE FROM {t} AS t USING batch WHERE t.{k} = batch.runbook_key AND {w} RETURNING t.{k}").format(
-            t=table, k=key_column, w=where
-        )
-    return sql.SQL("WITH batch(runbook_key) AS ({pick}), done AS ({change}) SELECT count(*), max({k})::text FROM done").format(
-        pick=pick, change=change, k=key_column
+    after = sql.SQL("{} > %(after)s AND ").format(key_column) if resume else sql.SQL("")
+    window = sql.SQL("SELECT max({k}) AS hi FROM (SELECT {k} FROM {t} WHERE {a}{k} <= %(upper)s ORDER BY {k} LIMIT %(limit)s) w").format(
+        k=key_column, t=table, a=after
     )
+    in_window = sql.SQL("{a}{k} <= (SELECT hi FROM win) AND {w}").format(a=after, k=key_column, w=where)
+    if policy.action is Action.SET_ARCHIVED:
+        change = sql.SQL("UPDATE {t} SET {flag} = true WHERE {c} RETURNING {k}").format(
+            t=table, flag=sql.Identifier(policy.archived_column), c=in_window, k=key_column
+        )
+    else:
+        change = sql.SQL("DELETE FROM {t} WHERE {c} RETURNING {k}").format(t=table, c=in_window, k=key_column)
+    return sql.SQL("WITH win AS ({window}), done AS ({change}) SELECT (SELECT count(*) FROM done), (SELECT hi FROM win)::text").format(
+        window=window, change=change
+    )
+
+
+def upper_key(conn: psycopg.Connection[Any], policy: Policy, key: str) -> str | None:
+    """The largest key now: rows added after the run started are younger than its cutoff."""
+    row = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(key), qualified(policy.table))).fetchone()
+    conn.rollback()
+    return row[0] if row else None
 
 
 def apply_batch(
     conn: psycopg.Connection[Any], policy: Policy, key: str, entry: JournalEntry, limit: int, key_type: str,
-    lock_timeout_ms: int, statement_timeout_ms: int,
-) -> int:
-    """One short transaction: lock the next ``limit`` matching rows by key, delete or
-    flag them, and move the journal on. Returns how many rows it changed (0: done)."""
+    lock_timeout_ms: int, statement_timeout_ms: int, upper: str | None = None,
+) -> tuple[int, bool]:
+    """One short transaction: the next window of ``limit`` keys, its matching rows deleted
+    or flagged, the journal moved on. Returns (rows changed, whether keys remain)."""
+    if upper is None:
+        upper = upper_key(conn, policy, key)
+        if upper is None:
+            return 0, False
     _, params = selection(policy, entry.cutoff)
     statement = _batch_statement(policy, key, entry.last_key is not None)
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
         conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{statement_timeout_ms}ms")))
-        after = _typed(entry.last_key, key_type)
-        row = conn.execute(statement, {**params, "limit": limit, "after": after}).fetchone()
-        changed, last = (int(row[0]), row[1]) if row else (0, None)
-        if changed:
+        values = {**params, "limit": limit, "after": _typed(entry.last_key, key_type), "upper": _typed(upper, key_type)}
+        row = conn.execute(statement, values).fetchone()
+        changed, end = (int(row[0]), row[1]) if row else (0, None)
+        if end is not None:
             conn.execute(
                 sql.SQL(
                     "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
                     " WHERE run_id = %s AND policy = %s"
                 ).format(JOURNAL),
-                (last, changed, entry.run_id, entry.policy),
+                (end, changed, entry.run_id, entry.policy),
             )
-    if changed:
-        entry.last_key, entry.rows_done, entry.batches = last, entry.rows_done + changed, entry.batches + 1
-    return changed
+    if end is None:
+        return 0, False
+    entry.last_key, entry.rows_done, entry.batches = end, entry.rows_done + changed, entry.batches + 1
+    return changed, True
 
 
 def archive_batch(
@@ -294,6 +309,7 @@ def run_policy(
     retries = 0
     with postgres.session(dsn, application="runbook data-cleanup", connect_timeout=connect_timeout, statement_timeout_s=None) as conn:
         entry = open_entry(conn, policy, run_id, cutoff)
+        upper = upper_key(conn, policy, key)
         resumed = entry.run_id != run_id or entry.rows_done > 0
         if resumed:
             say("Resuming %s of run %s after key %s (%d rows already done)", policy.name, entry.run_id, entry.last_key, entry.rows_done)
@@ -315,8 +331,11 @@ def run_policy(
                     changed = archive_batch(
                         conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, store, database
                     )
+                    more = changed > 0
                 else:
-                    changed = apply_batch(conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms)
+                    changed, more = apply_batch(
+                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, upper
+                    )
             except psycopg.errors.LockNotAvailable:
                 retries += 1
                 if retries > 20:
@@ -324,7 +343,7 @@ def run_policy(
                 time.sleep(min(0.1 * retries, 2.0))
                 continue
             longest_ms = max(longest_ms, (time.perf_counter() - started) * 1000)
-            if not changed:
+            if not more:
                 break
             if on_batch is not None:
                 on_batch(entry)
