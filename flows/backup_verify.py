@@ -28,9 +28,9 @@ from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
-from tasks.backups import fetch_backup, first_line, read_catalog_task, record_verification
-from tasks.pgtools import DumpUnreadable, FetchResult, choose_pg_tools
-from tasks.restore import checksum_checks, check_integrity, create_scratch_database, drop_scratch_database, restore_backup
+from tasks.backups import first_line, read_catalog_task, record_verification
+from tasks.pgtools import choose_pg_tools
+from tasks.restore import check_integrity, fetch_and_check, create_scratch_database, drop_scratch_database, restore_backup
 from tasks.store import open_backup_store
 from tasks.validation import IntegrityWorker
 
@@ -112,12 +112,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     worker = IntegrityWorker.shared()
     with tempfile.TemporaryDirectory(prefix="runbook-verify-", dir=work_dir) as scratch:
         dump_file = Path(scratch) / f"{manifest.id}.dump"
-        problem = None
-        try:
-            fetched = fetch_backup(store, manifest, dump_file)
-        except DumpUnreadable as err:
-            fetched, problem = err.result, str(err)
-        checks += checksum_checks(manifest, fetched, problem)
+        checks += fetch_and_check(store, manifest, dump_file)
         progress(30.0)
         if failed(checks, critical_only=True):
             checks.append(CheckResult(name="restore", ok=False, detail="not attempted: the stored dump does not match its manifest"))

@@ -42,16 +42,16 @@ from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings
 from runbook.target import Target, prepare
 from tasks import postgres
-from tasks.backups import fetch_backup, first_line, read_catalog_task, read_drill_history, record_drill
+from tasks.backups import first_line, read_catalog_task, read_drill_history, record_drill
 from tasks.hooks import check_platform_http, run_hook_step
-from tasks.pgtools import DumpUnreadable, choose_pg_tools
+from tasks.pgtools import choose_pg_tools
 from tasks.restore import (
     analyze_database,
     check_health,
     check_integrity,
-    checksum_checks,
     create_scratch_database,
     drop_scratch_database,
+    fetch_and_check,
     inspect_recovery_target,
     move_database_aside,
     read_security,
@@ -241,12 +241,7 @@ def restore(
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="runbook-dr-", dir=work_dir) as scratch:
         dump_file = Path(scratch) / f"{manifest.id}.dump"
-        problem = None
-        try:
-            fetched = fetch_backup(store, manifest, dump_file)
-        except DumpUnreadable as err:
-            fetched, problem = err.result, str(err)
-        findings.checks += checksum_checks(manifest, fetched, problem)
+        findings.checks += fetch_and_check(store, manifest, dump_file)
         bad = failed(findings.checks, critical_only=True)
         if bad:
             raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + ", ".join(f"{c.name} ({c.detail})" for c in bad))
@@ -255,7 +250,7 @@ def restore(
     findings.analyze = analyze_database.submit(destination.dsn.get_secret_value(), settings.connect_timeout)
     findings.restored_bytes = postgres.inspect_database(destination.dsn.get_secret_value(), settings.connect_timeout).size_bytes
     return (
-        f"{human_size(fetched.size_bytes)} fetched, sha256 ok, pg_restore -j {settings.backup.restore_jobs} "
+        f"{human_size(manifest.size_bytes)} fetched, sha256 ok, pg_restore -j {settings.backup.restore_jobs} "
         f"into {destination.name} ({human_size(findings.restored_bytes)})"
     )
 

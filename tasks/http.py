@@ -42,13 +42,13 @@ async def _resolve_ms(url: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def _one(client: httpx.AsyncClient, endpoint: Endpoint, token: SecretStr | None, dns_ms: float, with_auth: bool) -> Sample:
+async def _one(client: httpx.AsyncClient, endpoint: Endpoint, auth: dict[str, str], dns_ms: float, with_auth: bool) -> Sample:
     marks: dict[str, float] = {}
 
     async def trace(name: str, info: dict[str, object]) -> None:
         marks[name] = time.perf_counter()
 
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if with_auth and token is not None else {}
+    headers = auth if with_auth else {}
     started = time.perf_counter()
     try:
         response = await client.get(endpoint.path, headers=headers, extensions={"trace": trace})
@@ -96,13 +96,15 @@ async def probe(
     """``samples`` requests per endpoint, at most ``concurrency`` at once. Also one
     request without the token to each endpoint that needs one (it must be refused)."""
     dns_ms = await _resolve_ms(base_url)
+    # the token goes into the request only: a Sample keeps no header, an error no request
+    auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits, verify=verify) as client:
 
         async def bounded(endpoint: Endpoint, with_auth: bool) -> Sample:
             async with gate:
-                return await _one(client, endpoint, token, dns_ms, with_auth)
+                return await _one(client, endpoint, auth, dns_ms, with_auth)
 
         measured = [bounded(e, e.auth) for e in endpoints for _ in range(samples)]
         anonymous = [bounded(e, False) for e in endpoints if e.auth and unauthenticated]

@@ -15,7 +15,9 @@ from runbook.schema import SecurityPosture
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from tasks import postgres
-from tasks.pgtools import FetchResult, PgTools, restore_dump
+from tasks.backups import fetch_backup
+from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, restore_dump
+from tasks.store import BackupStore
 from tasks.validation import IntegrityPlan, IntegrityWorker
 
 
@@ -35,6 +37,17 @@ def checksum_checks(manifest: Manifest, fetched: FetchResult, problem: str | Non
     ]
     checks.append(CheckResult(name="decompress", ok=problem is None, detail=problem or f"{human_size(fetched.raw_bytes)} dump"))
     return checks
+
+
+def fetch_and_check(store: BackupStore, manifest: Manifest, dump_file: Path) -> list[CheckResult]:
+    """Fetch a dump to ``dump_file`` and check its size, sha256 and decompression
+    against the manifest (an unreadable dump is a failed check, not an error)."""
+    problem = None
+    try:
+        fetched = fetch_backup(store, manifest, dump_file)
+    except DumpUnreadable as err:
+        fetched, problem = err.result, str(err)
+    return checksum_checks(manifest, fetched, problem)
 
 
 def fingerprint_checks(expected: dict[str, str], actual: dict[str, str]) -> list[CheckResult]:
