@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 
@@ -70,3 +71,98 @@ def test_a_condition_on_the_key_column_itself_is_not_ambiguous_in_a_batch(platfo
         changed, more = apply_batch(conn, policy, "id", entry, 100, "bigint", 2000, 30000)
         assert changed == 1 and more and entry.rows_done == 1 and int(entry.last_key or 0) >= first
         assert conn.execute("SELECT count(*) FROM system_logs WHERE id = %s", (first,)).fetchone() == (0,)
+
+
+KILLER = r"""
+import os, signal, sys
+from datetime import datetime
+from pathlib import Path
+
+from runbook.cleanup import Action, Policy
+from tasks import store as stores
+from tasks.cleanup import ensure_journal, run_policy
+import psycopg
+
+dsn, root, cutoff, kill_at = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3]), int(sys.argv[4])
+
+
+class KilledAfterArchiving(stores.LocalStore):
+    # the batch's archive and its record are written and read back: then the process dies, before the DELETE commits
+    def put_json_written(self, key: str) -> None:
+        if key.endswith(f"batch_{kill_at:06d}.json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        if key.endswith(".json"):
+            self.put_json_written(key)
+
+
+policy = Policy(name="old-logs", table="system_logs", time_column="created_at", older_than_days=90, action=Action.ARCHIVE_THEN_DELETE)
+with psycopg.connect(dsn) as conn:
+    ensure_journal(conn)
+run_policy(dsn, policy, "id", "bigint", "first-run", cutoff, batch_size=300, lock_timeout_ms=2000, statement_timeout_ms=30000,
+           max_lock_waits=100, long_transaction_s=600, connect_timeout=10, store=KilledAfterArchiving(Path(root)), database="db")
+"""
+
+
+def test_archive_then_delete_killed_between_archive_write_and_commit_resumes_without_loss_or_duplicates(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """A SIGKILL after batch 3's archive is written and checked, before its DELETE commits:
+    the rows stay in the table, the re-run writes batch 3 again over the same object, and
+    the archive ends with every deleted row exactly once."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    import zstandard
+
+    from runbook.cleanup import Action
+    from tasks.cleanup import run_policy
+    from tasks.store import LocalStore
+
+    root = tmp_path / "store"
+    with psycopg.connect(platform.dsn) as conn:
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        cutoff = now - timedelta(days=90)
+        expected = {r[0]: json.loads(r[1]) for r in conn.execute(
+            "SELECT id, row_to_json(t)::text FROM system_logs t WHERE created_at < %s", (cutoff,)
+        ).fetchall()}
+        total = conn.execute("SELECT count(*) FROM system_logs").fetchone()[0]  # type: ignore[index]
+    assert len(expected) > 3 * 300  # the kill comes in the middle
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, platform.dsn, str(root), cutoff.isoformat(), "3"], capture_output=True, text=True, timeout=120
+    )
+    assert killed.returncode == -9, killed.stderr[-1500:]
+    batch_3 = root / "db/archive/old-logs/first-run/batch_000003.jsonl.zst"
+    written_before_the_kill = zstandard.ZstdDecompressor().decompress(batch_3.read_bytes()).decode().splitlines()
+    with psycopg.connect(platform.dsn) as conn:
+        journal = conn.execute("SELECT rows_done, batches, finished_at FROM runbook.cleanup_journal WHERE policy = 'old-logs'").fetchone()
+        assert journal == (600, 2, None)  # batch 3 never committed
+        in_batch_3 = [json.loads(line)["id"] for line in written_before_the_kill]
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE id = ANY(%s)", (in_batch_3,)).fetchone() == (300,)  # still there
+
+    policy = Policy(name="old-logs", table="system_logs", time_column="created_at", older_than_days=90, action=Action.ARCHIVE_THEN_DELETE)
+    result = run_policy(
+        platform.dsn, policy, "id", "bigint", "second-run", now, batch_size=300, lock_timeout_ms=2000, statement_timeout_ms=30000,
+        max_lock_waits=100, long_transaction_s=600, connect_timeout=10, store=LocalStore(root), database="db",
+    )
+    assert result["resumed"] is True and result["run_id"] == "first-run" and result["cutoff"] == cutoff.isoformat()
+    assert result["rows"] == len(expected)  # both runs, each row counted once
+
+    archived: list[dict[str, object]] = []
+    objects = sorted((root / "db/archive/old-logs/first-run").glob("*.jsonl.zst"))
+    assert [p.name for p in objects] == [f"batch_{n:06d}.jsonl.zst" for n in range(1, len(objects) + 1)]
+    for path in objects:
+        record = json.loads(path.with_name(path.name.removesuffix(".jsonl.zst") + ".json").read_text())
+        lines = zstandard.ZstdDecompressor().decompress(path.read_bytes()).decode().splitlines()
+        assert record["rows"] == len(lines) and record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        archived += [json.loads(line) for line in lines]
+    ids = [row["id"] for row in archived]
+    assert len(ids) == len(set(ids)) and set(ids) == set(expected)  # every deleted row exactly once
+    assert sorted(archived, key=lambda r: r["id"]) == [expected[i] for i in sorted(expected)]  # and its content
+    with psycopg.connect(platform.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (cutoff,)).fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM system_logs").fetchone() == (total - len(expected),)
