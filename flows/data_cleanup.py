@@ -5,6 +5,7 @@ batches with a journal that makes a killed run resumable and its counts exact.""
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import Completed
 from pydantic import BaseModel, Field
 
+from runbook import progress
 from runbook.cleanup import Action, Policy, PolicyPlan, TableInfo, check_policies
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
@@ -20,7 +22,7 @@ from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
 from tasks.store import open_backup_store
-from tasks.cleanup import JournalEntry, apply_policy, ensure_journal, plan_policy, table_catalog, vacuum_analyze
+from tasks.cleanup import Bounds, JournalEntry, apply_policy, ensure_journal, plan_policy, table_catalog, vacuum_analyze
 
 
 class CleanupParameters(BaseModel):
@@ -28,7 +30,7 @@ class CleanupParameters(BaseModel):
 
     dry_run: bool = Field(True, description="Only plan and publish what each policy would touch.")
     policies: list[str] = Field(default_factory=list, description="Names of the policies to run; empty: all configured.")
-    batch_size: int | None = Field(None, ge=1, le=1_000_000, description="Rows per batch. Unset: RUNBOOK_CLEANUP__BATCH_SIZE.")
+    batch_size: int | None = Field(None, ge=1, le=1_000_000, description="Keys per batch. Unset: RUNBOOK_CLEANUP__BATCH_SIZE.")
 
 
 def chosen_policies(settings: RunbookSettings, names: list[str]) -> list[Policy]:
@@ -82,10 +84,14 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
     total = max(1, sum(p.rows for p in plans))
     progress_id = create_progress_artifact(progress=0.0, description=f"Clean-up of {database}")
     done_before: dict[str, int] = {}
+    shown = [0.0]
 
     def on_batch(entry: JournalEntry) -> None:
         done_before[entry.policy] = entry.rows_done
-        update_progress_artifact(progress_id, min(100.0, 100.0 * sum(done_before.values()) / total))
+        progress.report(f"clean-up of {database}", sum(done_before.values()), total)
+        if time.monotonic() - shown[0] >= 1.0:  # one API call a second, not one per batch
+            update_progress_artifact(progress_id, min(100.0, 100.0 * sum(done_before.values()) / total))
+            shown[0] = time.monotonic()
 
     results = []
     with postgres.session(target.dsn, application="runbook data-cleanup", connect_timeout=settings.connect_timeout, statement_timeout_s=None, autocommit=True) as lock:
@@ -102,12 +108,15 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
                     statement_timeout_ms=settings.cleanup.statement_timeout_ms, max_lock_waits=settings.cleanup.max_lock_waits,
                     long_transaction_s=settings.cleanup.long_transaction_seconds, connect_timeout=settings.connect_timeout,
                     on_batch=on_batch, store=store, database=database,
+                    bounds=Bounds(first=planned.first_key, last=planned.last_key, rows=planned.rows),
                 )
             )
         touched = sorted({r["table"] for r in results if r["rows"]})
         if settings.cleanup.vacuum and touched:
             vacuum_analyze(target.dsn, touched, settings.connect_timeout)
     update_progress_artifact(progress_id, 100.0)
+    done = sum(r["rows"] for r in results)
+    progress.report(f"clean-up of {database}", done, max(done, 1))
     report["results"] = results
     if store is not None:
         report["archive"] = f"{store.url}/{database}/archive/"

@@ -143,7 +143,8 @@ def selection(policy: Policy, cutoff: datetime) -> tuple[sql.Composed, dict[str,
 
 
 class PolicyPlan(BaseModel):
-    """What a policy would touch: exact count at planning time, a few sample keys."""
+    """What a policy would touch: exact count at planning time, a few sample keys, and the
+    smallest and largest key selected (the apply walks only that key range)."""
 
     policy: str
     table: str
@@ -151,6 +152,8 @@ class PolicyPlan(BaseModel):
     cutoff: datetime
     rows: int
     sample_keys: list[int | str] = Field(default_factory=list)
+    first_key: str | None = None
+    last_key: str | None = None
 
 
 class ArchivedBatch(BaseModel):

@@ -206,8 +206,14 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
     if name == "data-cleanup":
         from flows.data_cleanup import CleanupParameters, data_cleanup
 
+        from runbook import progress
+
         params = CleanupParameters(dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size)
-        return _run_flow(data_cleanup, params=params)
+        stop_listening = progress.listen(progress.Bar(sys.stderr))
+        try:
+            return _run_flow(data_cleanup, params=params)
+        finally:
+            stop_listening()
     if name == "db-maintenance":
         from flows.db_maintenance import MaintenanceParameters, db_maintenance
 

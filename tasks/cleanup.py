@@ -53,10 +53,11 @@ def table_catalog(conn: psycopg.Connection[Any]) -> dict[str, TableInfo]:
 
 
 def plan_policy(conn: psycopg.Connection[Any], policy: Policy, key: str, cutoff: datetime) -> PolicyPlan:
-    """Count the rows the policy would touch now, and a few of their keys (smallest first)."""
+    """Count the rows the policy would touch now, their smallest and largest key, and a few
+    of their keys (smallest first)."""
     where, params = selection(policy, cutoff)
     table, key_column = qualified(policy.table), sql.Identifier(key)
-    count = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where), params).fetchone()
+    bounds = match_bounds(conn, policy, key, cutoff)
     samples = conn.execute(
         sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}").format(key_column, table, where, key_column, sql.Literal(SAMPLE_KEYS)),
         params,
@@ -66,8 +67,10 @@ def plan_policy(conn: psycopg.Connection[Any], policy: Policy, key: str, cutoff:
         table=policy.table,
         action=policy.action,
         cutoff=cutoff,
-        rows=int(count[0]) if count else 0,
+        rows=bounds.rows,
         sample_keys=[row[0] for row in samples],
+        first_key=bounds.first,
+        last_key=bounds.last,
     )
 
 
@@ -138,72 +141,114 @@ def finish_entry(conn: psycopg.Connection[Any], entry: JournalEntry) -> None:
         )
 
 
-def _batch_statement(policy: Policy, key: str, resume: bool) -> sql.Composed:
-    """A window of the next ``limit`` keys (its end found by a range scan of the primary
-    key, whatever the selection), then one range DELETE or UPDATE of the rows in it that
-    match the selection. Walking the key in windows keeps every batch's cost constant,
-    and the selection is checked by the change itself (EvalPlanQual re-checks a row
-    someone changed meanwhile)."""
-    where, _ = selection(policy, datetime.now())  # the clause only; parameters come with the call
-    table, key_column = qualified(policy.table), sql.Identifier(key)
-    after = sql.SQL("{} > %(after)s AND ").format(key_column) if resume else sql.SQL("")
-    window = sql.SQL("SELECT max({k}) AS hi FROM (SELECT {k} FROM {t} WHERE {a}{k} <= %(upper)s ORDER BY {k} LIMIT %(limit)s) w").format(
-        k=key_column, t=table, a=after
-    )
-    in_window = sql.SQL("{a}{k} <= (SELECT hi FROM win) AND {w}").format(a=after, k=key_column, w=where)
-    if policy.action is Action.SET_ARCHIVED:
-        change = sql.SQL("UPDATE {t} SET {flag} = true WHERE {c} RETURNING {k}").format(
-            t=table, flag=sql.Identifier(policy.archived_column), c=in_window, k=key_column
-        )
-    else:
-        change = sql.SQL("DELETE FROM {t} WHERE {c} RETURNING {k}").format(t=table, c=in_window, k=key_column)
-    return sql.SQL("WITH win AS ({window}), done AS ({change}) SELECT (SELECT count(*) FROM done), (SELECT hi FROM win)::text").format(
-        window=window, change=change
-    )
+INTEGER_KEYS = ("bigint", "integer", "smallint")
+PRESSURE_EVERY_S = 0.25
 
 
-def upper_key(conn: psycopg.Connection[Any], policy: Policy, key: str) -> str | None:
-    """The largest key now: rows added after the run started are younger than its cutoff."""
-    row = conn.execute(sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(key), qualified(policy.table))).fetchone()
+class Bounds(BaseModel):
+    """The smallest and largest key of the rows a policy selects now, and how many there
+    are: one pass over the table (the count keeps the planner off a backward key scan
+    that would read every younger row first). Batches walk only this key range."""
+
+    first: str | None
+    last: str | None
+    rows: int
+
+
+def match_bounds(conn: psycopg.Connection[Any], policy: Policy, key: str, cutoff: datetime, after: Any = None) -> Bounds:
+    where, params = selection(policy, cutoff)
+    key_column = sql.Identifier(key)
+    beyond = sql.SQL(" AND {} > %(after)s").format(key_column) if after is not None else sql.SQL("")
+    row = conn.execute(
+        sql.SQL("SELECT min({k})::text, max({k})::text, count(*) FROM {t} WHERE {w}{b}").format(
+            k=key_column, t=qualified(policy.table), w=where, b=beyond
+        ),
+        {**params, "after": after},
+    ).fetchone()
     conn.rollback()
-    return row[0] if row else None
+    return Bounds(first=row[0], last=row[1], rows=int(row[2])) if row else Bounds(first=None, last=None, rows=0)
+
+
+def _window(conn: psycopg.Connection[Any], table: sql.Composable, key_column: sql.Identifier, after: Any, bounds: tuple[Any, Any],
+            limit: int, integer: bool) -> tuple[Any, Any] | None:
+    """The next window of keys after ``after`` (from the first selected key when None), at
+    most ``limit`` keys wide and never past the last selected key: (first key, last key),
+    or None when no key is left. An integer key's window is arithmetic (n values hold at
+    most n rows) and starts at the next existing key, so gaps cost nothing; any other key
+    type reads the window's end from the key index."""
+    first, last = bounds
+    start = sql.SQL("{} > %(after)s").format(key_column) if after is not None else sql.SQL("{} >= %(first)s").format(key_column)
+    values = {"after": after, "first": first, "last": last, "limit": limit}
+    if integer:
+        row = conn.execute(
+            sql.SQL("SELECT min({k}) FROM {t} WHERE {s} AND {k} <= %(last)s").format(k=key_column, t=table, s=start), values
+        ).fetchone()
+        if not row or row[0] is None:
+            return None
+        return row[0], min(row[0] + limit - 1, last)
+    row = conn.execute(
+        sql.SQL("SELECT min({k}), max({k}) FROM (SELECT {k} FROM {t} WHERE {s} AND {k} <= %(last)s ORDER BY {k} LIMIT %(limit)s) w").format(
+            k=key_column, t=table, s=start
+        ),
+        values,
+    ).fetchone()
+    return (row[0], row[1]) if row and row[0] is not None else None
+
+
+def _limits(conn: psycopg.Connection[Any], lock_timeout_ms: int, statement_timeout_ms: int) -> None:
+    """This transaction's lock and statement timeouts (one round trip)."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+        (f"{lock_timeout_ms}ms", f"{statement_timeout_ms}ms"),
+    )
 
 
 def apply_batch(
     conn: psycopg.Connection[Any], policy: Policy, key: str, entry: JournalEntry, limit: int, key_type: str,
-    lock_timeout_ms: int, statement_timeout_ms: int, upper: str | None = None,
+    lock_timeout_ms: int, statement_timeout_ms: int, bounds: Bounds | None = None,
 ) -> tuple[int, bool]:
-    """One short transaction: the next window of ``limit`` keys, its matching rows deleted
-    or flagged, the journal moved on. Returns (rows changed, whether keys remain)."""
-    if upper is None:
-        upper = upper_key(conn, policy, key)
-        if upper is None:
-            return 0, False
-    _, params = selection(policy, entry.cutoff)
-    statement = _batch_statement(policy, key, entry.last_key is not None)
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
-        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{statement_timeout_ms}ms")))
-        values = {**params, "limit": limit, "after": _typed(entry.last_key, key_type), "upper": _typed(upper, key_type)}
-        row = conn.execute(statement, values).fetchone()
-        changed, end = (int(row[0]), row[1]) if row else (0, None)
-        if end is not None:
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
-                    " WHERE run_id = %s AND policy = %s"
-                ).format(JOURNAL),
-                (end, changed, entry.run_id, entry.policy),
-            )
-    if end is None:
+    """One short transaction: the next window of at most ``limit`` keys within the selected
+    key range (``bounds``, taken once at the start), its matching rows deleted or flagged by
+    one range statement, the journal moved on. Returns (rows changed, whether keys remain).
+
+    The selection is checked by the change itself, so a row someone changed meanwhile is
+    judged on its new version (EvalPlanQual); rows that start to match during the run are
+    left for the next one."""
+    if bounds is None:
+        bounds = match_bounds(conn, policy, key, entry.cutoff, _typed(entry.last_key, key_type))
+    if bounds.first is None or bounds.last is None:
         return 0, False
+    where, params = selection(policy, entry.cutoff)
+    table, key_column = qualified(policy.table), sql.Identifier(key)
+    with conn.transaction():
+        _limits(conn, lock_timeout_ms, statement_timeout_ms)
+        window = _window(
+            conn, table, key_column, _typed(entry.last_key, key_type), (_typed(bounds.first, key_type), _typed(bounds.last, key_type)),
+            limit, key_type in INTEGER_KEYS,
+        )
+        if window is None:
+            return 0, False
+        in_window = sql.SQL("{k} >= %(start)s AND {k} <= %(end)s AND {w}").format(k=key_column, w=where)
+        if policy.action is Action.SET_ARCHIVED:
+            change = sql.SQL("UPDATE {t} SET {flag} = true WHERE {c}").format(t=table, flag=sql.Identifier(policy.archived_column), c=in_window)
+        else:
+            change = sql.SQL("DELETE FROM {t} WHERE {c}").format(t=table, c=in_window)
+        changed = conn.execute(change, {**params, "start": window[0], "end": window[1]}).rowcount
+        end = str(window[1])
+        conn.execute(
+            sql.SQL(
+                "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
+                " WHERE run_id = %s AND policy = %s"
+            ).format(JOURNAL),
+            (end, changed, entry.run_id, entry.policy),
+        )
     entry.last_key, entry.rows_done, entry.batches = end, entry.rows_done + changed, entry.batches + 1
-    return changed, True
+    return changed, end != bounds.last
 
 
 def archive_batch(
     conn: psycopg.Connection[Any], policy: Policy, key: str, entry: JournalEntry, limit: int, key_type: str,
-    lock_timeout_ms: int, statement_timeout_ms: int, store: BackupStore, database: str,
+    lock_timeout_ms: int, statement_timeout_ms: int, store: BackupStore, database: str, last: str | None = None,
 ) -> int:
     """One transaction: lock the next rows, write them to the store as compressed JSON
     lines, read the object back and check it, and only then delete exactly those rows
@@ -212,13 +257,15 @@ def archive_batch(
     where, params = selection(policy, entry.cutoff)
     table, key_column = qualified(policy.table), sql.Identifier(key)
     after = sql.SQL(" AND {} > %(after)s").format(key_column) if entry.last_key is not None else sql.SQL("")
+    if last is not None:  # the largest selected key at the start: no scan past it for rows that cannot match
+        after = after + sql.SQL(" AND {} <= %(last)s").format(key_column)
     pick = sql.SQL("SELECT {k}, row_to_json(t)::text FROM {t} AS t WHERE {w}{a} ORDER BY {k} LIMIT %(limit)s FOR UPDATE").format(
         k=key_column, t=table, w=where, a=after
     )
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
         conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{statement_timeout_ms}ms")))
-        rows = conn.execute(pick, {**params, "limit": limit, "after": _typed(entry.last_key, key_type)}).fetchall()
+        rows = conn.execute(pick, {**params, "limit": limit, "after": _typed(entry.last_key, key_type), "last": _typed(last, key_type)}).fetchall()
         if not rows:
             return 0
         number = entry.batches + 1
@@ -255,16 +302,18 @@ def archive_batch(
 def _typed(value: str | None, key_type: str) -> Any:
     if value is None:
         return None
-    return int(value) if key_type in ("bigint", "integer", "smallint") else value
+    return int(value) if key_type in INTEGER_KEYS else value
 
 
 def pressure(conn: psycopg.Connection[Any]) -> tuple[int, float]:
-    """(sessions waiting on a lock, age in seconds of the oldest other open transaction)."""
+    """(sessions waiting on a lock, age in seconds of the oldest other open transaction).
+    Read from pg_stat_activity alone: pg_locks would take every lock-manager partition
+    lock on each batch, and stall the platform's own queries while it does."""
     row = conn.execute(
         """
-        SELECT (SELECT count(*) FROM pg_locks WHERE NOT granted),
-               coalesce((SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity
-                         WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'), 0)
+        SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
+               coalesce(extract(epoch FROM max(now() - xact_start) FILTER (WHERE pid <> pg_backend_pid())), 0)
+        FROM pg_stat_activity WHERE backend_type = 'client backend'
         """
     ).fetchone()
     conn.rollback()
@@ -300,41 +349,50 @@ def run_policy(
     store: BackupStore | None = None,
     database: str = "",
     log: Callable[..., None] | None = None,
+    bounds: Bounds | None = None,
 ) -> dict[str, Any]:
     """Every batch of one policy, each its own short transaction, backing off while the
-    database is under pressure; resumes an unfinished run of the same policy."""
+    database is under pressure; resumes an unfinished run of the same policy.
+
+    ``bounds`` are the plan's (same cutoff): the selected key range and count, so the
+    apply does not read the table once more to find them."""
     say = log or (lambda *args: None)
     waited = 0.0
     longest_ms = 0.0
     retries = 0
     with postgres.session(dsn, application="runbook data-cleanup", connect_timeout=connect_timeout, statement_timeout_s=None) as conn:
         entry = open_entry(conn, policy, run_id, cutoff)
-        upper = upper_key(conn, policy, key)
+        if bounds is None or entry.cutoff != cutoff:  # no plan, or resuming a run with its own cutoff
+            bounds = match_bounds(conn, policy, key, entry.cutoff, _typed(entry.last_key, key_type))
         resumed = entry.run_id != run_id or entry.rows_done > 0
         if resumed:
             say("Resuming %s of run %s after key %s (%d rows already done)", policy.name, entry.run_id, entry.last_key, entry.rows_done)
-        pause = 0.25
-        while True:
-            waiting, oldest = pressure(conn)
-            if waiting > max_lock_waits or oldest > long_transaction_s:
-                time.sleep(pause)
-                waited += pause
-                pause = min(pause * 2, 5.0)
-                if waited < 600:  # bounded: after 10 min of pressure, go on at the slowest pace
-                    continue
-            pause = 0.25
+        say("%s: %d rows to %s, keys %s to %s", policy.name, bounds.rows,
+            "flag" if policy.action is Action.SET_ARCHIVED else "delete", bounds.first, bounds.last)
+        pause, checked = 0.25, 0.0
+        while bounds.last is not None:
+            if time.monotonic() - checked >= PRESSURE_EVERY_S:  # a look at most 4 times a second, not every batch
+                waiting, oldest = pressure(conn)
+                if waiting > max_lock_waits or oldest > long_transaction_s:
+                    time.sleep(pause)
+                    waited += pause
+                    pause = min(pause * 2, 5.0)
+                    if waited < 600:  # bounded: after 10 min of pressure, go on at the slowest pace
+                        continue
+                pause, checked = 0.25, time.monotonic()
             started = time.perf_counter()
             try:
                 if policy.action is Action.ARCHIVE_THEN_DELETE:
                     if store is None:
                         raise StoreError(f"policy {policy.name!r} archives: no backup store given")
                     changed = archive_batch(
-                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, store, database
+                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, store, database,
+                        bounds.last,
                     )
                     more = changed > 0
                 else:
                     changed, more = apply_batch(
-                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, upper
+                        conn, policy, key, entry, batch_size, key_type, lock_timeout_ms, statement_timeout_ms, bounds
                     )
             except psycopg.errors.LockNotAvailable:
                 retries += 1
@@ -343,10 +401,10 @@ def run_policy(
                 time.sleep(min(0.1 * retries, 2.0))
                 continue
             longest_ms = max(longest_ms, (time.perf_counter() - started) * 1000)
+            if on_batch is not None and (changed or more):
+                on_batch(entry)
             if not more:
                 break
-            if on_batch is not None:
-                on_batch(entry)
         finish_entry(conn, entry)
     say("%s: %d rows %s in %d batches", policy.name, entry.rows_done,
                 "flagged" if policy.action is Action.SET_ARCHIVED else "deleted", entry.batches)
@@ -357,6 +415,7 @@ def run_policy(
         "run_id": entry.run_id,
         "cutoff": entry.cutoff.isoformat(),
         "rows": entry.rows_done,
+        "selected_at_start": bounds.rows,
         "batches": entry.batches,
         "resumed": resumed,
         "longest_batch_ms": round(longest_ms, 1),

@@ -206,14 +206,19 @@ def psycopg_connect(dsn: str):  # type: ignore[no-untyped-def]
     return psycopg.connect(dsn, autocommit=True)
 
 
-def test_data_cleanup_is_a_dry_run_unless_applied(platform: Platform, cli_env: dict[str, str]) -> None:
-    plan = runbook("data-cleanup", env=cli_env)
+def test_data_cleanup_is_a_dry_run_unless_applied_and_shows_its_progress(
+    platform: Platform, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = runbook_here("data-cleanup", env=cli_env, monkeypatch=monkeypatch)
     assert plan.returncode == 0, plan.stderr[-1500:]
     assert "clean-up plan (dry run: add --apply to do it)" in plan.stdout and "system-logs" in plan.stdout
-    done = runbook("data-cleanup", "--apply", "--policy", "expired-sessions", env=cli_env)
+    assert "clean-up of" not in plan.stderr  # nothing applied, no progress
+    done = runbook_here("data-cleanup", "--apply", "--policy", "system-logs", "--batch-size", "500", env=cli_env, monkeypatch=monkeypatch)
     assert done.returncode == 0, done.stderr[-1500:]
-    assert "clean-up done:" in done.stdout and "expired-sessions" in done.stdout
-    unknown = runbook("data-cleanup", "--policy", "nope", env=cli_env)
+    assert "clean-up done:" in done.stdout and "system-logs" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith(f"clean-up of {platform.database}: ")]
+    assert len(lines) >= 3 and lines[-1].startswith(f"clean-up of {platform.database}: 100% "), done.stderr[-1500:]
+    unknown = runbook_here("data-cleanup", "--policy", "nope", env=cli_env, monkeypatch=monkeypatch)
     assert unknown.returncode == 2 and "no policy named nope" in unknown.stderr
 
 

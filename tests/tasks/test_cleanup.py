@@ -69,7 +69,7 @@ def test_a_condition_on_the_key_column_itself_is_not_ambiguous_in_a_batch(platfo
         policy = policy.model_copy(update={"conditions": [Condition(column="id", equals=first)]})
         entry: JournalEntry = open_entry(conn, policy, "run-1", datetime.now(timezone.utc))
         changed, more = apply_batch(conn, policy, "id", entry, 100, "bigint", 2000, 30000)
-        assert changed == 1 and more and entry.rows_done == 1 and int(entry.last_key or 0) >= first
+        assert changed == 1 and not more and entry.rows_done == 1 and entry.last_key == str(first)  # the only selected key
         assert conn.execute("SELECT count(*) FROM system_logs WHERE id = %s", (first,)).fetchone() == (0,)
 
 
@@ -166,3 +166,55 @@ def test_archive_then_delete_killed_between_archive_write_and_commit_resumes_wit
     with psycopg.connect(platform.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (cutoff,)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM system_logs").fetchone() == (total - len(expected),)
+
+
+def _policy_run(dsn: str, policy: Policy, key_type: str, batch_size: int) -> tuple[dict[str, object], list[int]]:
+    from tasks.cleanup import ensure_journal, run_policy
+
+    with psycopg.connect(dsn) as conn:
+        ensure_journal(conn)
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    sizes: list[int] = []
+    done = [0]
+
+    def on_batch(entry: object) -> None:
+        sizes.append(entry.rows_done - done[0])  # type: ignore[attr-defined]
+        done[0] = entry.rows_done  # type: ignore[attr-defined]
+
+    result = run_policy(
+        dsn, policy, "id", key_type, f"run-{policy.name}", policy.cutoff(now), batch_size=batch_size, lock_timeout_ms=2000,
+        statement_timeout_ms=30000, max_lock_waits=100, long_transaction_s=600, connect_timeout=10, on_batch=on_batch,
+    )
+    return result, sizes
+
+
+def test_integer_key_windows_jump_gaps_and_never_hold_more_than_a_batch(platform: Platform) -> None:
+    """Two clusters of ids a trillion apart, odd ids old: six windows of 20 ids, not fifty billion."""
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE gappy (id bigint PRIMARY KEY, created_at timestamptz NOT NULL)")
+        conn.execute(
+            """INSERT INTO gappy SELECT base + g, now() - CASE WHEN g % 2 = 1 THEN interval '200 days' ELSE interval '1 day' END
+               FROM generate_series(1, 50) g, (VALUES (0::bigint), (1000000000000::bigint)) AS b(base)"""
+        )
+    policy = Policy(name="gappy", table="gappy", time_column="created_at", older_than_days=90)
+    result, sizes = _policy_run(platform.dsn, policy, "bigint", 20)
+    with psycopg.connect(platform.dsn) as conn:
+        left = [r[0] for r in conn.execute("SELECT id FROM gappy ORDER BY id").fetchall()]
+    assert left == [base + g for base in (0, 10**12) for g in range(2, 51, 2)]
+    assert result["rows"] == 50 and result["selected_at_start"] == 50
+    assert result["batches"] == 6 and sizes == [10, 10, 5, 10, 10, 5]
+
+
+def test_text_key_windows_read_their_end_from_the_key_index(platform: Platform) -> None:
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE texty (id text PRIMARY KEY, created_at timestamptz NOT NULL)")
+        conn.execute(
+            """INSERT INTO texty SELECT 'k' || lpad(g::text, 4, '0'), now() - CASE WHEN g % 3 = 0 THEN interval '200 days' ELSE interval '1 day' END
+               FROM generate_series(1, 100) g"""
+        )
+    policy = Policy(name="texty", table="texty", time_column="created_at", older_than_days=90)
+    result, sizes = _policy_run(platform.dsn, policy, "text", 15)
+    with psycopg.connect(platform.dsn) as conn:
+        left = [r[0] for r in conn.execute("SELECT id FROM texty ORDER BY id").fetchall()]
+    assert left == [f"k{g:04d}" for g in range(1, 101) if g % 3]
+    assert result["rows"] == 33 and sum(sizes) == 33 and max(sizes) <= 15
