@@ -306,14 +306,14 @@ def _typed(value: str | None, key_type: str) -> Any:
 
 
 def pressure(conn: psycopg.Connection[Any]) -> tuple[int, float]:
-    """(sessions waiting on a lock, age in seconds of the oldest other open transaction).
-    Read from pg_stat_activity alone: pg_locks would take every lock-manager partition
-    lock on each batch, and stall the platform's own queries while it does."""
+    """(sessions waiting on a lock, age in seconds of the oldest other open transaction),
+    in this database. Read from pg_stat_activity alone: pg_locks would take every
+    lock-manager partition lock, and stall the platform's own queries while it does."""
     row = conn.execute(
         """
         SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
                coalesce(extract(epoch FROM max(now() - xact_start) FILTER (WHERE pid <> pg_backend_pid())), 0)
-        FROM pg_stat_activity WHERE backend_type = 'client backend'
+        FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = current_database()
         """
     ).fetchone()
     conn.rollback()

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from runbook.cleanup import DEFAULT_POLICIES, Action, Condition, Policy, check_policies
 from tasks.cleanup import table_catalog, plan_policy
@@ -82,6 +83,7 @@ from runbook.cleanup import Action, Policy
 from tasks import store as stores
 from tasks.cleanup import ensure_journal, run_policy
 import psycopg
+import pytest
 
 dsn, root, cutoff, kill_at = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3]), int(sys.argv[4])
 
@@ -218,3 +220,48 @@ def test_text_key_windows_read_their_end_from_the_key_index(platform: Platform) 
         left = [r[0] for r in conn.execute("SELECT id FROM texty ORDER BY id").fetchall()]
     assert left == [f"k{g:04d}" for g in range(1, 101) if g % 3]
     assert result["rows"] == 33 and sum(sizes) == 33 and max(sizes) <= 15
+
+
+@pytest.mark.parametrize("kind", ["long transaction", "lock wait"])
+def test_batches_wait_while_the_database_is_under_pressure_then_finish_exactly(platform: Platform, kind: str) -> None:
+    """Another session holds a transaction open (or waits on a lock) for 1.5 s: the
+    clean-up waits for it to end before its next batch, then deletes exactly."""
+    import threading
+    import time
+
+    from tasks.cleanup import ensure_journal, run_policy
+
+    policy = Policy(name="old-logs", table="system_logs", time_column="created_at", older_than_days=90)
+    with psycopg.connect(platform.dsn) as conn:
+        ensure_journal(conn)
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        old = conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (policy.cutoff(now),)).fetchone()[0]  # type: ignore[index]
+    holding = threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(platform.dsn) as first, psycopg.connect(platform.dsn) as second:
+            first.execute("SELECT id FROM users ORDER BY id LIMIT 1 FOR UPDATE")  # a transaction stays open
+            if kind == "lock wait":
+                second.execute("SET lock_timeout = '1500ms'")
+                holding.set()
+                with pytest.raises(psycopg.errors.LockNotAvailable):  # waits on the lock for 1.5 s
+                    second.execute("SELECT id FROM users ORDER BY id LIMIT 1 FOR UPDATE")
+            else:
+                holding.set()
+                time.sleep(1.5)
+            first.rollback()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    time.sleep(0.2)  # the waiter is waiting
+    result = run_policy(
+        platform.dsn, policy, "id", "bigint", "pressed", policy.cutoff(now), batch_size=500, lock_timeout_ms=2000,
+        statement_timeout_ms=30000, max_lock_waits=0, long_transaction_s=0.1 if kind == "long transaction" else 600,
+        connect_timeout=10,
+    )
+    holder.join(10)
+    assert result["waited_for_pressure_s"] >= 0.75, result
+    assert result["rows"] == old and old > 0
+    with psycopg.connect(platform.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (policy.cutoff(now),)).fetchone() == (0,)
