@@ -201,3 +201,17 @@ def test_archive_then_delete_keeps_exactly_the_deleted_rows_in_the_store(platfor
     assert [r["id"] for r in archived] == [r["id"] for r in expected] and len(expected) > 0
     assert checksum(archived) == checksum(expected)  # the same rows, the same content
     assert report["results"][0]["rows"] == len(expected) and survivors == total - len(expected)
+
+
+def test_a_second_clean_up_of_the_same_database_is_refused_with_nothing_touched(platform: Platform) -> None:
+    from tasks.postgres import advisory_key
+
+    with platform.connect() as conn:
+        before = snapshot(conn)
+    with psycopg.connect(platform.dsn, autocommit=True, application_name="the first clean-up") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (advisory_key(f"data-cleanup of {platform.database}"),))
+        state, _ = _run(dry_run=False)
+    assert state.is_failed()
+    assert "already running on this database" in (state.message or "") and "the first clean-up" in (state.message or "")
+    with platform.connect() as conn:
+        assert snapshot(conn) == before
