@@ -108,6 +108,9 @@ class JournalEntry(BaseModel):
     batches: int
     finished: bool
 
+    def advance(self, last_key: str, changed: int) -> None:
+        self.last_key, self.rows_done, self.batches = last_key, self.rows_done + changed, self.batches + 1
+
 
 def ensure_journal(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
@@ -195,6 +198,18 @@ def _window(conn: psycopg.Connection[Any], table: sql.Composable, key_column: sq
     return (row[0], row[1]) if row and row[0] is not None else None
 
 
+def _advance(conn: psycopg.Connection[Any], entry: JournalEntry, last_key: str, changed: int) -> None:
+    """Move the journal past a batch, in the batch's transaction (the entry in memory
+    follows with ``JournalEntry.advance`` once that transaction has committed)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
+            " WHERE run_id = %s AND policy = %s"
+        ).format(JOURNAL),
+        (last_key, changed, entry.run_id, entry.policy),
+    )
+
+
 def _limits(conn: psycopg.Connection[Any], lock_timeout_ms: int, statement_timeout_ms: int) -> None:
     """This transaction's lock and statement timeouts (one round trip)."""
     conn.execute(
@@ -235,14 +250,8 @@ def apply_batch(
             change = sql.SQL("DELETE FROM {t} WHERE {c}").format(t=table, c=in_window)
         changed = conn.execute(change, {**params, "start": window[0], "end": window[1]}).rowcount
         end = str(window[1])
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
-                " WHERE run_id = %s AND policy = %s"
-            ).format(JOURNAL),
-            (end, changed, entry.run_id, entry.policy),
-        )
-    entry.last_key, entry.rows_done, entry.batches = end, entry.rows_done + changed, entry.batches + 1
+        _advance(conn, entry, end, changed)
+    entry.advance(end, changed)
     return changed, end != bounds.last
 
 
@@ -288,14 +297,8 @@ def archive_batch(
         ).rowcount
         if deleted != len(rows):
             raise StoreError(f"{policy.table}: {deleted} rows deleted for {len(rows)} archived: rolled back")
-        conn.execute(
-            sql.SQL(
-                "UPDATE {} SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, updated_at = now()"
-                " WHERE run_id = %s AND policy = %s"
-            ).format(JOURNAL),
-            (record.last_key, len(rows), entry.run_id, entry.policy),
-        )
-    entry.last_key, entry.rows_done, entry.batches = record.last_key, entry.rows_done + len(rows), number
+        _advance(conn, entry, record.last_key, len(rows))
+    entry.advance(record.last_key, len(rows))
     return len(rows)
 
 
