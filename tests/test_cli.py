@@ -37,13 +37,15 @@ def cli_env(platform: Platform, prefect_harness: str) -> dict[str, str]:
     }
 
 
-def test_backup_list_verify_with_json_and_no_secret_anywhere(platform: Platform, cli_env: dict[str, str]) -> None:
-    made = runbook("--json", "backup", "--no-prune", env=cli_env)
+def test_backup_list_verify_with_json_and_no_secret_anywhere(
+    platform: Platform, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = runbook("--json", "backup", "--no-prune", env=cli_env)  # its own process: every log line on its stderr
     assert made.returncode == 0, made.stderr
     result = json.loads(made.stdout)  # one JSON object and nothing else on stdout
     assert result["status"] == "DONE" and result["backup_id"].startswith("backup_")
 
-    listed = runbook("backup-list", "--json", env=cli_env)
+    listed = runbook_here("backup-list", "--json", env=cli_env, monkeypatch=monkeypatch)
     assert listed.returncode == 0
     assert [b["id"] for b in json.loads(listed.stdout)["backups"]] == [result["backup_id"]]
 
@@ -52,7 +54,7 @@ def test_backup_list_verify_with_json_and_no_secret_anywhere(platform: Platform,
     report = json.loads(verified.stdout)
     assert report["outcome"] == "passed" and report["backup_id"] == result["backup_id"]
 
-    human = runbook("backup-list", env=cli_env)
+    human = runbook_here("backup-list", env=cli_env, monkeypatch=monkeypatch)
     assert result["backup_id"] in human.stdout and "passed" in human.stdout
 
     for proc in (made, listed, verified, human):
@@ -70,16 +72,16 @@ def test_backup_list_verify_with_json_and_no_secret_anywhere(platform: Platform,
         assert logs and not [log.message for log in logs if SECRET in log.message]
 
 
-def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli_env: dict[str, str]) -> None:
-    made = json.loads(runbook("--json", "backup", "--no-prune", env=cli_env).stdout)
+def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    made = json.loads(runbook_here("--json", "backup", "--no-prune", env=cli_env, monkeypatch=monkeypatch).stdout)
     dump = Path(platform.store_url, platform.database, f"{made['backup_id']}.dump.zst")
     data = bytearray(dump.read_bytes())
     data[100] ^= 0xFF
     dump.write_bytes(bytes(data))
-    verified = runbook("--json", "backup-verify", env=cli_env)
+    verified = runbook_here("--json", "backup-verify", env=cli_env, monkeypatch=monkeypatch)
     assert verified.returncode == 1
     assert "sha256" in json.loads(verified.stdout)["failed"]
-    human = runbook("backup-verify", env=cli_env)
+    human = runbook_here("backup-verify", env=cli_env, monkeypatch=monkeypatch)
     assert human.returncode == 1
     assert "FAIL sha256" in human.stdout
     assert "failed checks: sha256" in human.stderr

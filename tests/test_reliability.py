@@ -69,6 +69,12 @@ def test_a_silent_server_times_out_and_is_retried_then_reported(platform: Platfo
     port = listener.getsockname()[1]
     monkeypatch.setenv("RUNBOOK_DATABASE_URL", f"postgresql://postgres:hunter2-secret@127.0.0.1:{port}/{platform.database}")
     monkeypatch.setenv("RUNBOOK_CONNECT_TIMEOUT", "1")
+    import flows.backup
+
+    from tasks.postgres import inspect_database
+
+    # the same task with its retries, without the 2 + 4 + 8 s between them
+    monkeypatch.setattr(flows.backup, "inspect_database", inspect_database.with_options(retry_delay_seconds=[0.1, 0.1, 0.1]))
     try:
         state = backup(BackupParameters(prune=False), return_state=True)
     finally:
