@@ -132,10 +132,14 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
 
 
 def _markdown(database: str, results: list[dict[str, Any]]) -> str:
-    lines = [f"# Clean-up of `{database}`", "", "| policy | table | action | rows | batches | resumed | longest batch ms | waited s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Clean-up of `{database}`", "",
+        "| policy | table | action | selected at the start | rows changed | batches | resumed | longest batch ms | waited s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(
-            f"| {r['policy']} | {r['table']} | {r['action']} | {r['rows']:,} | {r['batches']} | {'yes' if r['resumed'] else 'no'} | "
+            f"| {r['policy']} | {r['table']} | {r['action']} | {r['selected_at_start']:,} | {r['rows']:,} | {r['batches']} | {'yes' if r['resumed'] else 'no'} | "
             f"{r['longest_batch_ms']} | {r['waited_for_pressure_s']} |"
         )
     return "\n".join(lines)

@@ -365,6 +365,7 @@ def run_policy(
     retries = 0
     with postgres.session(dsn, application="runbook data-cleanup", connect_timeout=connect_timeout, statement_timeout_s=None) as conn:
         entry = open_entry(conn, policy, run_id, cutoff)
+        done_before = entry.rows_done  # by the killed run this one finishes
         if bounds is None or entry.cutoff != cutoff:  # no plan, or resuming a run with its own cutoff
             bounds = match_bounds(conn, policy, key, entry.cutoff, _typed(entry.last_key, key_type))
         resumed = entry.run_id != run_id or entry.rows_done > 0
@@ -418,7 +419,7 @@ def run_policy(
         "run_id": entry.run_id,
         "cutoff": entry.cutoff.isoformat(),
         "rows": entry.rows_done,
-        "selected_at_start": bounds.rows,
+        "selected_at_start": bounds.rows + done_before,  # comparable with rows: both count a resumed run's first part
         "batches": entry.batches,
         "resumed": resumed,
         "longest_batch_ms": round(longest_ms, 1),

@@ -132,7 +132,7 @@ def test_a_run_killed_between_batches_is_finished_by_the_next_with_exact_counts(
     with platform.connect() as conn:
         remaining = {r[0] for r in conn.execute("SELECT id FROM system_logs").fetchall()}
     assert remaining == set(before["logs"]) - old
-    assert result["rows"] == len(old)  # both runs together, each row counted once
+    assert result["rows"] == len(old) == result["selected_at_start"]  # both runs together, each row counted once
 
 
 @pytest.mark.parametrize(
