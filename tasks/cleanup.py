@@ -58,10 +58,14 @@ def plan_policy(conn: psycopg.Connection[Any], policy: Policy, key: str, cutoff:
     where, params = selection(policy, cutoff)
     table, key_column = qualified(policy.table), sql.Identifier(key)
     bounds = match_bounds(conn, policy, key, cutoff)
-    samples = conn.execute(
-        sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {}").format(key_column, table, where, key_column, sql.Literal(SAMPLE_KEYS)),
-        params,
-    ).fetchall()
+    samples = []
+    if bounds.first is not None:  # from the first selected key: no walk through the rows before it
+        samples = conn.execute(
+            sql.SQL("SELECT {k} FROM {t} WHERE {k} >= %(first)s AND {w} ORDER BY {k} LIMIT {n}").format(
+                k=key_column, t=table, w=where, n=sql.Literal(SAMPLE_KEYS)
+            ),
+            {**params, "first": bounds.first},
+        ).fetchall()
     return PolicyPlan(
         policy=policy.name,
         table=policy.table,
