@@ -821,6 +821,28 @@ def use_code(rev: str, work: Path) -> dict[str, Any]:
     return {"code": rev, "commit": commit, "path": str(target)}
 
 
+def point_runbook_at(dsn: str, store_dir: Path, work: Path) -> None:
+    """The environment every flow of the benchmark reads: the sandbox database, a store
+    and homes under the work folder."""
+    os.environ["RUNBOOK_DATABASE_URL"] = dsn
+    os.environ["RUNBOOK_BACKUP_STORE"] = str(store_dir)
+    os.environ["RUNBOOK_HOME"] = str(work / "home")
+    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
+
+
+def run_meta(started_at: datetime, repeat: int, db_meta: dict[str, Any], db: Db) -> dict[str, Any]:
+    """What a results file says about the run: when, how, on what data, machine and code."""
+    return {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "repeat": repeat,
+        "database": db_meta,
+        "machine": machine_meta(),
+        "tools": tool_versions(db),
+        "git": git_state(),
+    }
+
+
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -876,10 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     if not db_meta["at_least_1GiB"]:
         say(f"WARNING: {db_meta['database_bytes'] / MB:,.0f} MB is below 1 GiB; use --scale 28 or more for the real benchmark")
 
-    os.environ["RUNBOOK_DATABASE_URL"] = dsn
-    os.environ["RUNBOOK_BACKUP_STORE"] = str(store_dir)
-    os.environ["RUNBOOK_HOME"] = str(work / "home")
-    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
+    point_runbook_at(dsn, store_dir, work)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
@@ -887,16 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     import flows.backup  # noqa: F401 - imported before timing: a process imports them once
     import flows.backup_verify  # noqa: F401
 
-    meta: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "repeat": args.repeat,
-        "database": db_meta,
-        "machine": machine_meta(),
-        "tools": tool_versions(db),
-        "git": git_state(),
-        "runbook_code": code | {"flows_imported_from": str(Path(flows.backup.__file__).parent.parent)},
-    }
+    meta = run_meta(started_at, args.repeat, db_meta, db)
+    meta["runbook_code"] = code | {"flows_imported_from": str(Path(flows.backup.__file__).parent.parent)}
     reps: list[dict[str, Any]] = []
     say("starting the Prefect test server (prefect_test_harness)")
     harness_started = time.perf_counter()

@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     dsn, db_meta = bv.prepare_sandbox(work, args.scale, args.reseed)
     db = bv.Db(dsn)
     bv.say(f"database: {db_meta['database_bytes'] / bv.MB:,.0f} MB, rows {db_meta['rows']}")
-    os.environ["RUNBOOK_DATABASE_URL"] = dsn
-    os.environ["RUNBOOK_BACKUP_STORE"] = str(store_dir)
-    os.environ["RUNBOOK_HOME"] = str(work / "home")
-    os.environ["PREFECT_HOME"] = str(work / "prefect-home")
+    bv.point_runbook_at(dsn, store_dir, work)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
@@ -108,15 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import flows.backup  # noqa: F401 - imported before timing: a process imports them once
     import flows.disaster_recovery  # noqa: F401
 
-    meta: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "repeat": args.repeat,
-        "database": db_meta,
-        "machine": bv.machine_meta(),
-        "tools": bv.tool_versions(db),
-        "git": bv.git_state(),
-    }
+    meta = bv.run_meta(started_at, args.repeat, db_meta, db)
     reps: list[dict[str, Any]] = []
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
