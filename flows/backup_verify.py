@@ -22,7 +22,7 @@ from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
 from runbook.backups import BackupStatus, Manifest, Verification, dump_key, human_size, select_backup, size_watch
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
@@ -154,7 +154,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     )
     critical = failed(checks, critical_only=True)
     if critical:
-        message = f"{manifest.id} failed verification: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:5])
+        message = f"{manifest.id} failed verification: " + describe(critical, 5)
         logger.error(message)
         return Failed(message=message, data=report)
     return Completed(message=f"{manifest.id} verified: {result}", data=report)

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
 from runbook.deploy import certificate_checks
 from runbook.errors import ConfigError
 from runbook.reports import expected_failures
@@ -87,7 +87,7 @@ def cert_check(params: CertParameters = CertParameters()) -> Any:
     create_markdown_artifact(key="cert-check-report", markdown=f"# Certificates: {report['outcome']}\n\n" + checks_markdown(checks))
     critical = failed(checks, critical_only=True)
     if critical:
-        report["message"] = "certificates need attention: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:6])
+        report["message"] = "certificates need attention: " + describe(critical, 6)
         return Failed(message=report["message"], data=report)
     report["message"] = f"certificates: {report['outcome']}"
     return Completed(message=report["message"], data=report)

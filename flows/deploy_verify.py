@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field, field_validator
 
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
 from runbook.deploy import Sample, endpoint_checks, endpoint_rows, should_roll_back
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
@@ -134,7 +134,7 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
     _publish(report, rounds, params)
     critical = failed(checks, critical_only=True)
     if critical:
-        message = f"the {params.environment.value} deploy is bad: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:5])
+        message = f"the {params.environment.value} deploy is bad: " + describe(critical, 5)
         if rollback.get("done"):
             message += f"; rolled back, verification after it: {rollback.get('verified')}"
         elif rollback.get("error"):

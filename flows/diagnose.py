@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
 from runbook.deploy import Sample, endpoint_checks, endpoint_rows
 from runbook.diagnose import ADVICE, COMPONENTS, database_checks
 from runbook.errors import ConfigError, RunbookError
@@ -139,7 +139,7 @@ def diagnose(params: DiagnoseParameters = DiagnoseParameters()) -> Any:
         create_table_artifact(key="diagnose-api-timings", table=details["api"], description="Timing breakdown per endpoint")
     critical = failed(checks, critical_only=True)
     if critical:
-        report["message"] = "diagnosis found problems: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:6])
+        report["message"] = "diagnosis found problems: " + describe(critical, 6)
         return Failed(message=report["message"], data=report)
     report["message"] = f"diagnosis: {report['outcome']}"
     return Completed(message=report["message"], data=report)

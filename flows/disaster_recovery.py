@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from runbook import dr
 from runbook.backups import Manifest, human_size, select_backup
-from runbook.checks import CheckResult, failed
+from runbook.checks import CheckResult, describe, failed
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings
@@ -244,7 +244,7 @@ def restore(
         findings.checks += fetch_and_check(store, manifest, dump_file)
         bad = failed(findings.checks, critical_only=True)
         if bad:
-            raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + ", ".join(f"{c.name} ({c.detail})" for c in bad))
+            raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + describe(bad))
         restore_backup(tools, dump_file, destination.dsn.get_secret_value(), settings.backup.restore_jobs)
     # planner statistics are gathered while phase 3 checks the data; phase 5 waits for them
     findings.analyze = analyze_database.submit(destination.dsn.get_secret_value(), settings.connect_timeout)
@@ -261,7 +261,7 @@ def verify_data(destination: Destination, manifest: Manifest, settings: RunbookS
     findings.checks += checks
     bad = failed(checks, critical_only=True)
     if bad:
-        raise dr.PhaseFailed(f"{len(bad)} integrity checks failed: " + ", ".join(f"{c.name} ({c.detail})" for c in bad[:5]))
+        raise dr.PhaseFailed(f"{len(bad)} integrity checks failed: " + describe(bad, 5))
     return f"{len(checks)} integrity checks, {len(failed(checks))} warnings"
 
 
@@ -278,7 +278,7 @@ def test_functions(destination: Destination, settings: RunbookSettings, platform
     findings.checks += checks
     bad = failed(checks, critical_only=True)
     if bad:
-        raise dr.PhaseFailed(", ".join(f"{c.name} ({c.detail})" for c in bad))
+        raise dr.PhaseFailed(describe(bad))
     http = f", {len(settings.dr.http_checks)} HTTP checks on {platform_url}" if platform_url else ", no platform URL: no HTTP check"
     return f"{len(findings.latencies_ms)} smoke queries answered{http}"
 
@@ -476,7 +476,7 @@ def _report(
         problems.append(f"phase {failure.name} failed: {failure.detail}")
     critical = failed(findings.checks, critical_only=True)
     if critical and failure is None:
-        problems.append("checks failed: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:5]))
+        problems.append("checks failed: " + describe(critical, 5))
     if not record.rpo.ok:
         problems.append(record.rpo.message)
     if record.rto is not None and not record.rto.ok:

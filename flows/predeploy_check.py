@@ -14,7 +14,7 @@ from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
 from flows.deploy_verify import DeployVerifyParameters, Environment, deploy_verify
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import GateCommand, RunbookSettings, load_settings
@@ -136,7 +136,7 @@ def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
     )
     critical = failed(checks, critical_only=True)
     if critical:
-        report["message"] = "pre-deploy check failed: " + ", ".join(f"{c.name} ({c.detail})" for c in critical[:6])
+        report["message"] = "pre-deploy check failed: " + describe(critical, 6)
         if params.deploy and not gate_passed:
             report["message"] += "; nothing was deployed"
         logger.error(report["message"])

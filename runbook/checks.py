@@ -18,6 +18,11 @@ def failed(checks: list[CheckResult], *, critical_only: bool = False) -> list[Ch
     return [check for check in checks if not check.ok and (check.critical or not critical_only)]
 
 
+def describe(checks: list[CheckResult], limit: int | None = None) -> str:
+    """``name (detail), ...`` of the first ``limit`` checks: what a failure message names."""
+    return ", ".join(f"{check.name} ({check.detail})" for check in checks[:limit])
+
+
 def outcome(checks: list[CheckResult]) -> str:
     """``passed``, ``passed-with-warnings`` or ``failed`` (a critical check failed)."""
     if failed(checks, critical_only=True):

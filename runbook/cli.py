@@ -253,9 +253,7 @@ def _human(name: str, result: Any) -> str:
         return line
     if name == "backup-verify":
         lines = [f"verification of {result['backup_id']} ({result['database']}): {result['outcome'].upper()}"]
-        for check in result["checks"]:
-            mark = "ok  " if check["ok"] else ("FAIL" if check["critical"] else "warn")
-            lines.append(f"  {mark} {check['name']}: {check['detail']}")
+        lines += _check_lines(result["checks"])
         return "\n".join(lines)
     if name == "backup-list":
         rows = result["backups"]
@@ -330,11 +328,14 @@ def _human(name: str, result: Any) -> str:
         return "\n".join(lines)
     if name == "predeploy-check":
         lines = [f"pre-deploy check: {result['outcome'].upper()}"]
-        for check in result["checks"]:
-            mark = "ok  " if check["ok"] else ("FAIL" if check["critical"] else "warn")
-            lines.append(f"  {mark} {check['name']}: {check['detail']}")
+        lines += _check_lines(result["checks"])
         return "\n".join(lines)
     return json.dumps(result, indent=2, default=str)
+
+
+def _check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """One line a check: ok, FAIL (critical) or warn, its name and detail."""
+    return [f"  {'ok  ' if c['ok'] else ('FAIL' if c['critical'] else 'warn')} {c['name']}: {c['detail']}" for c in checks]
 
 
 _CHECK_PREFIXES = {  # which checks belong to which component of diagnose
