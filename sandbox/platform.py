@@ -55,6 +55,31 @@ def seed_database(dsn: str, scale: int = 1, anchor: datetime | None = None) -> d
         }
 
 
+VARIANT_TABLES = (
+    "app.User", "app.audit log", "app.order", "public.market_data", "public.system_logs",
+    "public.user_alerts", "public.user_sessions", "public.users",
+)
+
+
+def load_variants(dsn: str, anchor: datetime | None = None) -> dict[str, int]:
+    """Create and fill the "variants" schema in the empty database of ``dsn``: the tables
+    of §0 with uuid, text, composite and no primary keys, quoted names in another schema,
+    a partitioned table, an enum, a generated column, a view and a sequence (see
+    variants.sql). Returns the row count of each table."""
+    anchor = anchor or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    script = (_HERE / "variants.sql").read_text().replace(":anchor", f"'{anchor.isoformat()}'")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(script)
+        conn.execute("VACUUM ANALYZE")
+        counts = {}
+        for table in VARIANT_TABLES:
+            schema, _, name = table.partition(".")
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+            counts[table] = conn.execute(query).fetchone()[0]  # type: ignore[index]
+        return counts
+
+
 def _quiet_pgserver() -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 

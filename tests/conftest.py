@@ -27,6 +27,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from tests.servers import free_port, start_moto  # noqa: E402
 
 TEMPLATE = "platform_template"
+VARIANTS_TEMPLATE = "variants_template"
 ANCHOR = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
@@ -72,9 +73,9 @@ class Platform:
         return psycopg.connect(self.dsn, autocommit=True)
 
 
-def clone_database(admin_dsn: str, name: str) -> str:
+def clone_database(admin_dsn: str, name: str, template: str = TEMPLATE) -> str:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     from tasks.postgres import with_database
 
     return with_database(admin_dsn, name)
@@ -93,6 +94,35 @@ def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     """A fresh copy of the seeded platform database and an empty local store."""
     name = f"t_{secrets.token_hex(4)}"
     clone_database(pg_admin_dsn, name)
+    dsn = _dsn_url(pg_admin_dsn, name)
+    store = tmp_path / "backups"
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
+    monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
+    monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
+    yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def variants_template(pg_admin_dsn: str) -> str:
+    """The "variants" database (sandbox/variants.sql), made once per session."""
+    from sandbox.platform import load_variants
+    from tasks.postgres import with_database
+
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(VARIANTS_TEMPLATE)))
+    load_variants(with_database(pg_admin_dsn, VARIANTS_TEMPLATE), anchor=ANCHOR)
+    return VARIANTS_TEMPLATE
+
+
+@pytest.fixture
+def variants(pg_admin_dsn: str, variants_template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A fresh copy of the "variants" database (uuid, text, composite and no keys; quoted
+    names in another schema; a partitioned table...) and an empty local store, pointed
+    at through the same settings as ``platform``."""
+    name = f"v_{secrets.token_hex(4)}"
+    clone_database(pg_admin_dsn, name, variants_template)
     dsn = _dsn_url(pg_admin_dsn, name)
     store = tmp_path / "backups"
     monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
