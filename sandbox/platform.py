@@ -100,7 +100,12 @@ class Sandbox:
 
     def _server(self):  # type: ignore[no-untyped-def]
         _quiet_pgserver()
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:
+            raise ConfigError(
+                "the sandbox needs its extra: pip install -e '.[sandbox]' (or point RUNBOOK_DATABASE_URL at a PostgreSQL)"
+            ) from None
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
