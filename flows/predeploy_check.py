@@ -22,6 +22,10 @@ from tasks.secrets import block_name, locate_secrets_task
 from tasks.shell import CommandResult, run_command
 
 ORDER = ("staging", "production")  # §1.3
+NO_GATES = (
+    "no gate command configured: §1.1 requires the production check, the security scan, "
+    "the performance test and the e2e test to pass"
+)
 
 
 class PredeployParameters(BaseModel):
@@ -85,7 +89,7 @@ def deploy_to(environment: str, settings: RunbookSettings) -> CommandResult:
 def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
     """The gate before a deploy (§1.1–1.2): every secret of §0 exists (names only, never
     a value), every configured gate command (production check, security scan, performance
-    test, e2e test) passes within its timeout. With deploy: staging, deploy-verify,
+    test, e2e test) passes within its timeout; no gate configured is not ready. With deploy: staging, deploy-verify,
     production, deploy-verify (§1.3–1.4), stopping at the first failure."""
     logger = get_run_logger()
     settings = load_settings()
@@ -93,12 +97,12 @@ def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
         absent = [env for env in ORDER if not settings.predeploy.deploy_commands.get(env)]
         if absent:
             raise ConfigError(f"RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS has no command for {', '.join(absent)}")
+        if not settings.predeploy.gates:
+            raise ConfigError(f"RUNBOOK_PREDEPLOY__GATES: {NO_GATES}; nothing was deployed")
     found = locate_secrets_task(settings.predeploy.secrets, settings.predeploy.secret_source)
     checks = secret_checks(found, settings.predeploy.secret_source)
-    if not settings.predeploy.gates:
-        checks.append(
-            CheckResult(name="gates", ok=False, detail="no gate command configured (RUNBOOK_PREDEPLOY__GATES)", critical=False)
-        )
+    if not settings.predeploy.gates:  # no gate is "not ready", never a pass
+        checks.append(CheckResult(name="gates", ok=False, detail=f"{NO_GATES} (RUNBOOK_PREDEPLOY__GATES)"))
     for gate in settings.predeploy.gates:
         result = run_gate(gate, settings)
         checks.append(CheckResult(name=f"gate:{gate.name}", ok=result.ok, detail=result.summary()))

@@ -16,7 +16,7 @@ from prefect.blocks.system import Secret
 from flows.predeploy_check import PredeployParameters, predeploy_check
 from runbook.settings import SECRETS_OF_0
 from sandbox.api import RunningApi, serve
-from tests.conftest import Platform
+from tests.conftest import Platform, runbook_here
 from tests.servers import free_port
 
 VALUES = {name: f"value-of-{name.lower()}-xyz" for name in SECRETS_OF_0}
@@ -32,7 +32,7 @@ def secrets_set(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         else:
             monkeypatch.setenv(name, value)
     Secret(value=VALUES["STRIPE_WEBHOOK_SECRET"]).save("stripe-webhook-secret", overwrite=True)
-    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", "[]")
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", json.dumps([gate("production-check", "print('ready')")]))
     yield
     Secret(value="").save("stripe-webhook-secret", overwrite=True)
 
@@ -90,6 +90,23 @@ def test_gates_must_all_pass_their_output_is_kept_with_secrets_masked(secrets_se
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["predeploy-gate-security-scan"])))
     assert artifacts and "2 high vulnerabilities, key ***" in artifacts[0].data
     assert VALUES["OPENAI_API_KEY"] not in artifacts[0].data
+
+
+def test_no_gate_configured_is_not_ready_and_deploy_refuses_before_anything_runs(
+    secrets_set: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """§1.1 requires four checks to pass: an empty gate list is a failed check, never a pass."""
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", "[]")
+    state, report = _run()
+    assert state.is_failed() and "gates" in report["failed"]
+    assert "RUNBOOK_PREDEPLOY__GATES" in state.message and not report["gate_passed"]
+
+    log = tmp_path / "deploys.log"
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS", _deploy_commands(log))
+    proc = runbook_here("predeploy-check", "--deploy", env={}, monkeypatch=monkeypatch)
+    assert proc.returncode == 2, proc.stderr
+    assert "RUNBOOK_PREDEPLOY__GATES" in proc.stderr and "nothing was deployed" in proc.stderr
+    assert not log.exists()
 
 
 @pytest.fixture
