@@ -4,7 +4,6 @@ staging, verifies, then production, and verifies again."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -19,7 +18,7 @@ from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import GateCommand, RunbookSettings, load_settings
 from tasks.secrets import block_name, locate_secrets_task
-from tasks.shell import CommandResult, run_command
+from tasks.shell import CommandResult, known_secrets, run_command
 
 ORDER = ("staging", "production")  # §1.3
 NO_GATES = (
@@ -50,19 +49,14 @@ def secret_checks(found: dict[str, str | None], source: str) -> list[CheckResult
     return checks
 
 
-def _secret_values(names: list[str]) -> list[str]:
-    """Values of the secrets found in our environment, to mask them in captured output."""
-    return [os.environ[n] for n in names if os.environ.get(n)]
-
-
 @task(name="run-gate", cache_policy=NO_CACHE)
 def run_gate(gate: GateCommand, settings: RunbookSettings) -> CommandResult:
     """Run one gate command with its timeout; its output goes to an artifact."""
     logger = get_run_logger()
     logger.info("Gate %r: running %s", gate.name, gate.command[0])
     result = run_command(
-        gate.command, timeout_s=gate.timeout_seconds, cwd=settings.predeploy.project_dir,
-        secrets=_secret_values(settings.predeploy.secrets),
+        gate.command, timeout_s=gate.timeout_seconds, env_names=gate.env, cwd=settings.predeploy.project_dir,
+        secrets=known_secrets(settings),
     )
     create_markdown_artifact(
         key=artifact_key("predeploy-gate", gate.name),
@@ -79,8 +73,8 @@ def deploy_to(environment: str, settings: RunbookSettings) -> CommandResult:
     command = settings.predeploy.deploy_commands[environment]
     get_run_logger().warning("Deploying to %s: %s", environment, command[0])
     return run_command(
-        command, timeout_s=settings.predeploy.deploy_timeout_seconds, cwd=settings.predeploy.project_dir,
-        secrets=_secret_values(settings.predeploy.secrets),
+        command, timeout_s=settings.predeploy.deploy_timeout_seconds, env_names=settings.predeploy.deploy_env,
+        cwd=settings.predeploy.project_dir, secrets=known_secrets(settings),
     )
 
 
