@@ -16,6 +16,7 @@ from runbook.errors import ConfigError
 from runbook.reports import expected_failures
 from runbook.settings import CertSettings, HookStep, load_settings
 from tasks.hooks import run_hook_step
+from tasks.shell import known_secrets
 from tasks.tls import CertInfo, inspect_certificate_task, now_utc
 
 
@@ -61,7 +62,8 @@ def cert_check(params: CertParameters = CertParameters()) -> Any:
     below 30 days, critical below 7), the chain and the hostname. When one is due and a
     renewal command is configured, runs it and checks again."""
     logger = get_run_logger()
-    certs = load_settings().certs
+    settings = load_settings()
+    certs = settings.certs
     hosts = params.hosts or certs.hosts
     if not hosts:
         raise ConfigError('no host to check: pass hosts or set RUNBOOK_CERTS__HOSTS (JSON list, e.g. ["example.com"])')
@@ -70,9 +72,11 @@ def cert_check(params: CertParameters = CertParameters()) -> Any:
     due = [c for c in checks if c.name.endswith(":expiry") and not c.ok]
     if due and params.renew and certs.renew_command:
         logger.warning("Renewing: %s", ", ".join(c.name.removeprefix("cert:").removesuffix(":expiry") for c in due))
-        step = HookStep(name="renew certificates", command=certs.renew_command, timeout_seconds=certs.renew_timeout_seconds)
+        step = HookStep(
+            name="renew certificates", command=certs.renew_command, timeout_seconds=certs.renew_timeout_seconds, env=certs.renew_env
+        )
         try:
-            renewal = {"ran": True, "result": run_hook_step(step, {})}
+            renewal = {"ran": True, "result": run_hook_step(step, {}, known_secrets(settings))}
         except Exception as err:  # noqa: BLE001 - a failed renewal is a finding
             renewal = {"ran": True, "error": str(err).splitlines()[0]}
             checks.append(CheckResult(name="renewal", ok=False, detail=renewal["error"]))

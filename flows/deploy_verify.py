@@ -19,6 +19,7 @@ from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings, check_http_url, load_settings
 from tasks.hooks import run_hook_step
+from tasks.shell import known_secrets
 from tasks.http import probe_endpoints
 
 
@@ -75,8 +76,11 @@ def verify_round(
 
 def roll_back(settings: RunbookSettings) -> str:
     """Run the configured rollback command (§1.5), then wait for it to take effect."""
-    step = HookStep(name="rollback", command=settings.deploy.rollback_command, timeout_seconds=settings.deploy.rollback_timeout_seconds)
-    summary = run_hook_step(step, {})
+    step = HookStep(
+        name="rollback", command=settings.deploy.rollback_command, timeout_seconds=settings.deploy.rollback_timeout_seconds,
+        env=settings.deploy.rollback_env,
+    )
+    summary = run_hook_step(step, {}, known_secrets(settings))
     get_run_logger().warning("Rolled back (%s); verifying again in %.0f s", summary, settings.deploy.rollback_wait_seconds)
     time.sleep(settings.deploy.rollback_wait_seconds)
     return summary

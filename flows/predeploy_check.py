@@ -4,7 +4,6 @@ staging, verifies, then production, and verifies again."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -19,9 +18,13 @@ from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import GateCommand, RunbookSettings, load_settings
 from tasks.secrets import block_name, locate_secrets_task
-from tasks.shell import CommandResult, run_command
+from tasks.shell import CommandResult, known_secrets, run_command
 
 ORDER = ("staging", "production")  # §1.3
+NO_GATES = (
+    "no gate command configured: §1.1 requires the production check, the security scan, "
+    "the performance test and the e2e test to pass"
+)
 
 
 class PredeployParameters(BaseModel):
@@ -46,19 +49,14 @@ def secret_checks(found: dict[str, str | None], source: str) -> list[CheckResult
     return checks
 
 
-def _secret_values(names: list[str]) -> list[str]:
-    """Values of the secrets found in our environment, to mask them in captured output."""
-    return [os.environ[n] for n in names if os.environ.get(n)]
-
-
 @task(name="run-gate", cache_policy=NO_CACHE)
 def run_gate(gate: GateCommand, settings: RunbookSettings) -> CommandResult:
     """Run one gate command with its timeout; its output goes to an artifact."""
     logger = get_run_logger()
     logger.info("Gate %r: running %s", gate.name, gate.command[0])
     result = run_command(
-        gate.command, timeout_s=gate.timeout_seconds, cwd=settings.predeploy.project_dir,
-        secrets=_secret_values(settings.predeploy.secrets),
+        gate.command, timeout_s=gate.timeout_seconds, env_names=gate.env, cwd=settings.predeploy.project_dir,
+        secrets=known_secrets(settings),
     )
     create_markdown_artifact(
         key=artifact_key("predeploy-gate", gate.name),
@@ -75,8 +73,8 @@ def deploy_to(environment: str, settings: RunbookSettings) -> CommandResult:
     command = settings.predeploy.deploy_commands[environment]
     get_run_logger().warning("Deploying to %s: %s", environment, command[0])
     return run_command(
-        command, timeout_s=settings.predeploy.deploy_timeout_seconds, cwd=settings.predeploy.project_dir,
-        secrets=_secret_values(settings.predeploy.secrets),
+        command, timeout_s=settings.predeploy.deploy_timeout_seconds, env_names=settings.predeploy.deploy_env,
+        cwd=settings.predeploy.project_dir, secrets=known_secrets(settings),
     )
 
 
@@ -85,7 +83,7 @@ def deploy_to(environment: str, settings: RunbookSettings) -> CommandResult:
 def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
     """The gate before a deploy (§1.1–1.2): every secret of §0 exists (names only, never
     a value), every configured gate command (production check, security scan, performance
-    test, e2e test) passes within its timeout. With deploy: staging, deploy-verify,
+    test, e2e test) passes within its timeout; no gate configured is not ready. With deploy: staging, deploy-verify,
     production, deploy-verify (§1.3–1.4), stopping at the first failure."""
     logger = get_run_logger()
     settings = load_settings()
@@ -93,12 +91,12 @@ def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
         absent = [env for env in ORDER if not settings.predeploy.deploy_commands.get(env)]
         if absent:
             raise ConfigError(f"RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS has no command for {', '.join(absent)}")
+        if not settings.predeploy.gates:
+            raise ConfigError(f"RUNBOOK_PREDEPLOY__GATES: {NO_GATES}; nothing was deployed")
     found = locate_secrets_task(settings.predeploy.secrets, settings.predeploy.secret_source)
     checks = secret_checks(found, settings.predeploy.secret_source)
-    if not settings.predeploy.gates:
-        checks.append(
-            CheckResult(name="gates", ok=False, detail="no gate command configured (RUNBOOK_PREDEPLOY__GATES)", critical=False)
-        )
+    if not settings.predeploy.gates:  # no gate is "not ready", never a pass
+        checks.append(CheckResult(name="gates", ok=False, detail=f"{NO_GATES} (RUNBOOK_PREDEPLOY__GATES)"))
     for gate in settings.predeploy.gates:
         result = run_gate(gate, settings)
         checks.append(CheckResult(name=f"gate:{gate.name}", ok=result.ok, detail=result.summary()))

@@ -36,10 +36,77 @@ def usage_check(name: str, used: float, limit: float, warn_pct: float = 80.0) ->
     return CheckResult(name=name, ok=True, detail=detail)
 
 
+_IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
+
+
+def hide_literals(query: str) -> str:
+    """``query`` with every string literal replaced by ``'?'``: plain ``'...'`` (``''``
+    inside), ``E'...'`` (backslash escapes), and dollar-quoted ``$$...$$`` and
+    ``$tag$...$tag$`` (only the same tag closes one, so ``$a$ $$x$$ $a$`` is one
+    literal). Quoted identifiers and ``$1`` parameters are kept. A literal cut short (a
+    query text truncated by ``track_activity_query_size``) is hidden to the end."""
+    out: list[str] = []
+    i, n = 0, len(query)
+    while i < n:
+        ch = query[i]
+        after_word = i > 0 and query[i - 1] in _IDENT_CHARS
+        if query.startswith("--", i):  # a comment, copied: a quote inside it starts nothing
+            end = query.find("\n", i)
+            end = n if end == -1 else end
+            out.append(query[i:end])
+            i = end
+        elif query.startswith("/*", i):  # block comments nest in PostgreSQL
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if query.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif query.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append(query[i:j])
+            i = j
+        elif ch == '"':  # a quoted identifier: copied whole, a quote inside it starts nothing
+            end = query.find('"', i + 1)
+            while end != -1 and query.startswith('"', end + 1):
+                end = query.find('"', end + 2)
+            end = n if end == -1 else end + 1
+            out.append(query[i:end])
+            i = end
+        elif ch == "'" or (ch in "eE" and query.startswith("'", i + 1) and not after_word):
+            escapes = ch != "'"
+            j = i + (2 if escapes else 1)
+            while j < n:
+                if escapes and query[j] == "\\":
+                    j += 2
+                elif query[j] == "'":
+                    if query.startswith("'", j + 1):
+                        j += 2
+                    else:
+                        break
+                else:
+                    j += 1
+            out.append("'?'")
+            i = j + 1
+        elif ch == "$" and not after_word and (tag := _DOLLAR_TAG.match(query, i)):
+            end = query.find(tag.group(), tag.end())
+            out.append("'?'")
+            i = n if end == -1 else end + len(tag.group())
+        else:
+            # copy the run of ordinary text up to the next character that may start something
+            j = i + 1
+            while j < n and query[j] not in "\"'$eE-/":
+                j += 1
+            out.append(query[i:j])
+            i = j
+    return "".join(out)
+
+
 def mask_literals(query: str, limit: int = 160) -> str:
     """A query's text for a report: string literals hidden (they may hold a password or
     personal data), whitespace collapsed, cut to ``limit`` characters."""
-    text = re.sub(r"'(?:[^']|'')*'", "'?'", query)
+    text = hide_literals(query)
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -76,10 +76,30 @@ class VerifySettings(BaseModel):
     )
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_names_field(what: str) -> Any:
+    """The ``env`` list of a command: the names it gets from the worker's environment."""
+    return Field(
+        default_factory=list,
+        description=f"Environment variables {what} gets from the worker, besides PATH, HOME and LANG "
+        "(it never inherits the rest: the DSN, tokens, cloud keys). Their values are masked in its output.",
+    )
+
+
+def check_env_names(names: list[str]) -> list[str]:
+    for name in names:
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+    return names
+
+
 class HookStep(BaseModel):
     """One configured step of a recovery: a command (an argv list, run without a shell)
-    or an HTTP call. Commands get RUNBOOK_RESTORED_DATABASE and
-    RUNBOOK_RESTORED_DATABASE_URL in their environment."""
+    or an HTTP call. Commands get PATH, HOME, LANG, the names listed in ``env``,
+    RUNBOOK_DR_MODE, RUNBOOK_RESTORED_DATABASE and RUNBOOK_RESTORED_DATABASE_URL (a
+    postgresql:// URL) in their environment, nothing else."""
 
     name: str = Field(min_length=1, description="What the step does, as the report shows it.")
     command: list[str] | None = Field(None, description="argv of a command, e.g. [\"kubectl\", \"scale\", ...].")
@@ -87,11 +107,16 @@ class HookStep(BaseModel):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Request headers (values are secrets).")
     timeout_seconds: int = Field(300, ge=1, le=6 * 3600)
+    env: list[str] = env_names_field("the command")
+
+    _env = field_validator("env")(check_env_names)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "HookStep":
         if bool(self.command) == bool(self.url):
             raise ValueError(f"step {self.name!r} needs exactly one of command (an argv list) or url")
+        if self.url is not None and self.env:
+            raise ValueError(f"step {self.name!r}: env is for commands, an HTTP step has headers")
         if self.url is not None:
             check_http_url(self.url)
         return self
@@ -141,6 +166,9 @@ class GateCommand(BaseModel):
     name: str = Field(min_length=1, description="e.g. security-scan")
     command: list[str] = Field(min_length=1, description='argv, e.g. ["npm", "audit", "--audit-level", "high"]')
     timeout_seconds: int = Field(1800, ge=1, le=6 * 3600)
+    env: list[str] = env_names_field("the gate")
+
+    _env = field_validator("env")(check_env_names)
 
 
 class PredeploySettings(BaseModel):
@@ -162,7 +190,10 @@ class PredeploySettings(BaseModel):
         },
         description="§1.3: the deploy command of each environment, run staging first.",
     )
+    deploy_env: list[str] = env_names_field("each deploy command")
     deploy_timeout_seconds: int = Field(1800, ge=1, le=6 * 3600)
+
+    _env = field_validator("deploy_env")(check_env_names)
 
 
 class DeploySettings(BaseModel):
@@ -183,6 +214,7 @@ class DeploySettings(BaseModel):
     )
     rollback_wait_seconds: float = Field(30.0, ge=0, le=3600, description="Wait after the rollback before verifying again.")
     rollback_timeout_seconds: int = Field(600, ge=1, description="How long the rollback command may run.")
+    rollback_env: list[str] = env_names_field("the rollback command")
     ca_bundle: Path | None = Field(None, description="CA bundle for the platform's TLS (a private CA); unset: the system's.")
     urls: dict[str, str] = Field(
         default_factory=dict, description="Base URL per environment ({\"staging\": ...}); unset: RUNBOOK_PLATFORM_URL."
@@ -192,6 +224,8 @@ class DeploySettings(BaseModel):
     @classmethod
     def _check_urls(cls, value: dict[str, str]) -> dict[str, str]:
         return {env: check_http_url(url) for env, url in value.items()}
+
+    _env = field_validator("rollback_env")(check_env_names)
 
 
 class DiagnoseSettings(BaseModel):
@@ -228,7 +262,10 @@ class CertSettings(BaseModel):
         default_factory=list, description="Run when a certificate is below warning_days, then check again; empty: report only."
     )
     renew_timeout_seconds: int = Field(600, ge=1)
+    renew_env: list[str] = env_names_field("the renewal command")
     timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+    _env = field_validator("renew_env")(check_env_names)
 
 
 class CleanupSettings(BaseModel):

@@ -6,6 +6,7 @@ since only the operator knows whether running it twice is safe."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 
 import httpx
 from prefect import get_run_logger, task
@@ -25,15 +26,22 @@ class HookFailed(RunbookError):
 
 
 @task(name="run-hook-step", cache_policy=NO_CACHE)
-def run_hook_step(step: HookStep, env: dict[str, SecretStr]) -> str:
-    """Run one configured step; returns a one-line summary, raises HookFailed."""
+def run_hook_step(step: HookStep, env: Mapping[str, str | SecretStr], secrets: Iterable[str] = ()) -> str:
+    """Run one configured step; returns a one-line summary, raises HookFailed. A
+    command's environment is PATH, HOME, LANG, the names the step lists and ``env``;
+    the ``SecretStr`` values of ``env``, the headers and ``secrets`` are masked, in
+    every form, wherever the step's output or error goes."""
     logger = get_run_logger()
-    values = {name: value.get_secret_value() for name, value in env.items()}
-    secrets = [v for v in values.values() if "://" in v] + [h.get_secret_value() for h in step.headers.values()]
+    values = {name: value.get_secret_value() if isinstance(value, SecretStr) else value for name, value in env.items()}
+    secrets = [
+        *secrets,
+        *(value.get_secret_value() for value in env.values() if isinstance(value, SecretStr)),
+        *(h.get_secret_value() for h in step.headers.values()),
+    ]
     started = time.perf_counter()
     if step.command:
         logger.info("Step %r: running %s", step.name, step.command[0])
-        result = run_command(step.command, timeout_s=step.timeout_seconds, env=values, secrets=secrets)
+        result = run_command(step.command, timeout_s=step.timeout_seconds, env_names=step.env, env=values, secrets=secrets)
         output = result.output.strip()[-OUTPUT_TAIL:]
         if output:
             logger.info("Step %r output:\n%s", step.name, output)

@@ -63,10 +63,20 @@ def test_a_due_certificate_runs_the_renewal_command_then_checks_again(
     hosts: dict[int, RunningApi], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     marker = tmp_path / "renewed"
-    monkeypatch.setenv("RUNBOOK_CERTS__RENEW_COMMAND", json.dumps([sys.executable, "-c", f"open({str(marker)!r}, 'w').write('ok')"]))
+    # the renewal writes down its environment: PATH, HOME, LANG and RUNBOOK_CERTS__RENEW_ENV's names only
+    renew = f"import json, os; json.dump(dict(os.environ), open({str(marker)!r}, 'w'))"
+    monkeypatch.setenv("RUNBOOK_CERTS__RENEW_COMMAND", json.dumps([sys.executable, "-c", renew]))
+    monkeypatch.setenv("RUNBOOK_CERTS__RENEW_ENV", '["CF_DNS_TOKEN"]')
+    monkeypatch.setenv("CF_DNS_TOKEN", "dns-token-1")
+    monkeypatch.setenv("RUNBOOK_PLATFORM_TOKEN", "platform-token-2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-3")
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", "postgresql://app:db-pass-4@db.internal/platform")
     monkeypatch.setenv("RUNBOOK_CERTS__HOSTS", json.dumps([target(hosts[20])]))
     state, report = _run()
     assert marker.exists() and report["renewal"]["ran"] is True
+    seen = json.loads(marker.read_text())
+    assert seen["CF_DNS_TOKEN"] == "dns-token-1"
+    assert not {"RUNBOOK_PLATFORM_TOKEN", "AWS_SECRET_ACCESS_KEY", "RUNBOOK_DATABASE_URL"} & set(seen)
     assert state.is_completed()  # still 20 days: a warning after the renewal, checked again
     _, report = _run(renew=False, hosts=[target(hosts[90])])
     assert report["renewal"] == {"ran": False}

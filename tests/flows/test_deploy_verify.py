@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,12 +68,23 @@ def test_wrong_cache_headers_are_warnings_not_a_bad_deploy(api: RunningApi) -> N
     assert not cache["ok"] and not cache["critical"] and "no-store" in cache["detail"]
 
 
-def test_a_5xx_in_production_is_rolled_back_and_verified_again(api: RunningApi, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_5xx_in_production_is_rolled_back_and_verified_again(api: RunningApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     faults(api, error_paths=["/api/market/prices"])
     # the "rollback" puts the stand-in back in order, as wrangler rollback would the platform
-    script = f"import httpx; httpx.put('{api.url}/__faults', json={{}}).raise_for_status(); print('rolled back to v41')"
+    # it also writes down its environment: PATH, HOME, LANG and RUNBOOK_DEPLOY__ROLLBACK_ENV's names only
+    seen_file = tmp_path / "rollback-env.json"
+    script = (
+        f"import httpx, json, os; json.dump(dict(os.environ), open({str(seen_file)!r}, 'w')); "
+        f"httpx.put('{api.url}/__faults', json={{}}).raise_for_status(); print('rolled back to v41')"
+    )
     monkeypatch.setenv("RUNBOOK_DEPLOY__ROLLBACK_COMMAND", json.dumps([sys.executable, "-c", script]))
+    monkeypatch.setenv("RUNBOOK_DEPLOY__ROLLBACK_ENV", '["CLOUDFLARE_API_TOKEN"]')
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "cf-token-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-2")
     state, report = _run(environment=Environment.PRODUCTION)
+    seen = json.loads(seen_file.read_text())
+    assert seen["CLOUDFLARE_API_TOKEN"] == "cf-token-1"
+    assert not {"RUNBOOK_PLATFORM_TOKEN", "AWS_SECRET_ACCESS_KEY", "RUNBOOK_DATABASE_URL"} & set(seen)
     assert state.is_failed()
     assert not _checks(report)["status:/api/market/prices"]["ok"]
     assert report["rollback"]["done"] is True and report["rollback"]["verified"] == "passed"

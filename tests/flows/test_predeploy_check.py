@@ -16,7 +16,7 @@ from prefect.blocks.system import Secret
 from flows.predeploy_check import PredeployParameters, predeploy_check
 from runbook.settings import SECRETS_OF_0
 from sandbox.api import RunningApi, serve
-from tests.conftest import Platform
+from tests.conftest import Platform, runbook_here
 from tests.servers import free_port
 
 VALUES = {name: f"value-of-{name.lower()}-xyz" for name in SECRETS_OF_0}
@@ -32,7 +32,7 @@ def secrets_set(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         else:
             monkeypatch.setenv(name, value)
     Secret(value=VALUES["STRIPE_WEBHOOK_SECRET"]).save("stripe-webhook-secret", overwrite=True)
-    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", "[]")
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", json.dumps([gate("production-check", "print('ready')")]))
     yield
     Secret(value="").save("stripe-webhook-secret", overwrite=True)
 
@@ -70,11 +70,30 @@ def test_every_secret_is_found_by_name_in_the_environment_or_a_secret_block(secr
     assert not [value for value in VALUES.values() if value in shown]
 
 
+ENV_DUMP = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w')); print(sorted(os.environ))"
+
+
+def test_a_gate_gets_only_path_home_lang_and_its_own_env_names(secrets_set: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", "postgresql://app:db-pass-123@db.internal/platform")
+    monkeypatch.setenv("RUNBOOK_PLATFORM_TOKEN", "platform-token-456")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-789")
+    monkeypatch.setenv("CI", "yes-ci")
+    seen_file = tmp_path / "env.json"
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", json.dumps([
+        {**gate("e2e-test", ENV_DUMP), "command": [sys.executable, "-c", ENV_DUMP, str(seen_file)], "env": ["CI", "OPENAI_API_KEY"]},
+    ]))
+    state, report = _run()
+    assert state.is_completed(), state.message
+    seen = json.loads(seen_file.read_text())
+    assert seen["CI"] == "yes-ci" and seen["OPENAI_API_KEY"] == VALUES["OPENAI_API_KEY"]  # listed: passed
+    assert not {"RUNBOOK_DATABASE_URL", "RUNBOOK_PLATFORM_TOKEN", "AWS_SECRET_ACCESS_KEY", "STRIPE_SECRET_KEY"} & set(seen)
+
+
 def test_gates_must_all_pass_their_output_is_kept_with_secrets_masked(secrets_set: None, monkeypatch: pytest.MonkeyPatch) -> None:
     leaky = f"import os, sys; print('audit: 2 high vulnerabilities, key', os.environ['OPENAI_API_KEY']); sys.exit(3)"
     monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", json.dumps([
         gate("production-check", "print('ready')"),
-        gate("security-scan", leaky),
+        {**gate("security-scan", leaky), "env": ["OPENAI_API_KEY"]},
         gate("e2e-test", "import time; time.sleep(30)", timeout=1),
     ]))
     state, report = _run(deploy=True)
@@ -92,6 +111,23 @@ def test_gates_must_all_pass_their_output_is_kept_with_secrets_masked(secrets_se
     assert VALUES["OPENAI_API_KEY"] not in artifacts[0].data
 
 
+def test_no_gate_configured_is_not_ready_and_deploy_refuses_before_anything_runs(
+    secrets_set: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """§1.1 requires four checks to pass: an empty gate list is a failed check, never a pass."""
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", "[]")
+    state, report = _run()
+    assert state.is_failed() and "gates" in report["failed"]
+    assert "RUNBOOK_PREDEPLOY__GATES" in state.message and not report["gate_passed"]
+
+    log = tmp_path / "deploys.log"
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS", _deploy_commands(log))
+    proc = runbook_here("predeploy-check", "--deploy", env={}, monkeypatch=monkeypatch)
+    assert proc.returncode == 2, proc.stderr
+    assert "RUNBOOK_PREDEPLOY__GATES" in proc.stderr and "nothing was deployed" in proc.stderr
+    assert not log.exists()
+
+
 @pytest.fixture
 def platforms(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningApi]:
     running = serve(platform.dsn, dashboard_token=TOKEN)
@@ -103,7 +139,8 @@ def platforms(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[R
 
 
 def _deploy_commands(log: Path) -> str:
-    code = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
+    # each deploy logs its environment's names: only PATH, HOME, LANG and RUNBOOK_PREDEPLOY__DEPLOY_ENV's
+    code = "import os, sys; open(sys.argv[1], 'a').write(sys.argv[2] + ' ' + ','.join(sorted(os.environ)) + '\\n')"
     return json.dumps({env: [sys.executable, "-c", code, str(log), env] for env in ("staging", "production")})
 
 
@@ -113,9 +150,15 @@ def test_a_passing_gate_deploys_staging_verifies_then_production(
     log = tmp_path / "deploys.log"
     monkeypatch.setenv("RUNBOOK_PREDEPLOY__DEPLOY_COMMANDS", _deploy_commands(log))
     monkeypatch.setenv("RUNBOOK_DEPLOY__URLS", json.dumps({"staging": platforms.url, "production": platforms.url}))
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "cf-token-123")
+    monkeypatch.setenv("RUNBOOK_PREDEPLOY__DEPLOY_ENV", '["CLOUDFLARE_API_TOKEN"]')
     state, report = _run(deploy=True)
     assert state.is_completed(), state.message
-    assert log.read_text().splitlines() == ["staging", "production"]
+    deploys = [line.split(" ") for line in log.read_text().splitlines()]
+    assert [d[0] for d in deploys] == ["staging", "production"]
+    for _, names in deploys:  # not the DSN, nor the platform token, nor the §0 secrets
+        assert set(names.split(",")) - {"LC_CTYPE", "PWD"} <= {"PATH", "HOME", "LANG", "CLOUDFLARE_API_TOKEN"}
+        assert "CLOUDFLARE_API_TOKEN" in names
     assert [(d["environment"], d["verified"]) for d in report["deployed"]] == [("staging", True), ("production", True)]
 
 
@@ -128,5 +171,5 @@ def test_a_staging_deploy_that_fails_verification_stops_before_production(
     monkeypatch.setenv("RUNBOOK_DEPLOY__URLS", json.dumps({"staging": dead, "production": platforms.url}))
     state, report = _run(deploy=True)
     assert state.is_failed() and "deploy-verify:staging" in state.message
-    assert log.read_text().splitlines() == ["staging"]
+    assert [line.split(" ")[0] for line in log.read_text().splitlines()] == ["staging"]
     assert [d["environment"] for d in report["deployed"]] == ["staging"]
