@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -79,14 +80,20 @@ class DumpProgress:
     retry_delay_seconds=backoff(),
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=6 * 3600,
 )
 def dump_database(
-    dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool
+    dsn: str,
+    store: BackupStore,
+    tools: PgTools,
+    info: ServerInfo,
+    settings: RunbookSettings,
+    fingerprint: bool,
+    deadline: float | None = None,
 ) -> Manifest:
     """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest.
     A transient store or connection failure fails this attempt (its manifest FAILED, its
-    upload aborted) and the task retries as a new backup."""
+    upload aborted) and the task retries as a new backup, within the same ``deadline``
+    (``time.monotonic()``): past it pg_dump is stopped and the backup is FAILED."""
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
     progress = DumpProgress(info, create_progress_artifact(progress=0.0, description=f"Dump of {info.database}"))
@@ -104,6 +111,7 @@ def dump_database(
             flow_run_id=str(flow_run.get_id() or ""),
             on_progress=progress.seen,
             log=logger.info,
+            deadline=deadline,
         )
     finally:
         progress.stop()
@@ -119,11 +127,17 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     zstd-compressed and streamed to the backup store with its sha256, a manifest with
     exact row counts of that snapshot, then the retention policy (§6.3: hourly, RPO 1 h)."""
     settings, target = prepare()
+    # One limit for the whole backup, retries included, below the hourly schedule's
+    # interval: a stuck dump must end before the next run is due, or the deployment's
+    # concurrency limit (CANCEL_NEW) cancels that run and every one after it.
+    deadline = time.monotonic() + settings.backup.timeout_seconds
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     info = inspect_database(target.dsn, settings.connect_timeout)
     tools = choose_tools(settings, info)
     fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
-    manifest = dump_database(target.dsn, store, tools, info, settings, fingerprint)
+    # Prefect's own task timeout backs the deadline up, should the dump's watchdog fail.
+    dump = dump_database.with_options(timeout_seconds=settings.backup.timeout_seconds + 60)
+    manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline)
 
     retention: dict[str, Any] | None = None
     if params.prune:

@@ -124,18 +124,41 @@ def stream_dump(
     zstd_threads: int = 2,
     on_progress: Callable[[int], None] | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    lock_wait_timeout_s: int | None = None,
+    time_limit_s: float | None = None,
 ) -> DumpResult:
     """Run pg_dump and stream its output, zstd-compressed, into ``writer``.
-    The caller commits or aborts the writer."""
+    The caller commits or aborts the writer.
+
+    ``lock_wait_timeout_s``: pg_dump gives up when a table lock it needs is held by
+    another session that long (instead of waiting for ever and holding up every
+    later backup). ``time_limit_s``: pg_dump is stopped when the dump runs longer."""
     conninfo, env_extra = libpq_env(dsn)
     command = [str(tools.pg_dump), "--format=custom", "--compress=0", f"--dbname={conninfo}"]
     if snapshot_id:
         command.append(f"--snapshot={snapshot_id}")
+    if lock_wait_timeout_s:
+        # milliseconds: the one unit every pg_dump version accepts
+        command.append(f"--lock-wait-timeout={int(lock_wait_timeout_s * 1000)}")
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise BackupTimeLimit("no time was left for pg_dump within the backup's time limit")
     env = {**os.environ, **env_extra}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
     _widen_pipe(process.stdout)
     if on_start:
         on_start(process)
+    # The watchdog stops pg_dump at the time limit: the read below then sees the end of
+    # the pipe, wherever pg_dump was (waiting on the server, or writing).
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _stop(process)
+
+    watchdog = threading.Timer(time_limit_s, expire) if time_limit_s is not None else None
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
     errors: list[bytes] = []
     drain = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
     drain.start()
@@ -166,9 +189,16 @@ def stream_dump(
         raise
     finally:
         code = process.wait()
+        if watchdog:
+            watchdog.cancel()
         drain.join(timeout=10)
+    if expired.is_set():
+        raise BackupTimeLimit("pg_dump did not finish within the backup's time limit and was stopped")
     if code != 0:
         message = b"".join(errors).decode(errors="replace").strip()
+        # pg_dump applies --lock-wait-timeout as a statement_timeout on its LOCK TABLE
+        if lock_wait_timeout_s and "timeout" in message and "LOCK TABLE" in message:
+            raise BackupError(_lock_wait_message(message, lock_wait_timeout_s))
         first = message.splitlines()[0] if message else f"exit code {code}"
         if code < 0:
             first = f"pg_dump was killed by signal {signal.Signals(-code).name}"
@@ -176,6 +206,23 @@ def stream_dump(
     if raw == 0:
         raise BackupError("pg_dump produced no output")
     return DumpResult(size_bytes=size, raw_bytes=raw, sha256=digest.hexdigest())
+
+
+class BackupTimeLimit(BackupError):
+    """The backup ran past RUNBOOK_BACKUP__TIMEOUT_SECONDS."""
+
+
+def _lock_wait_message(stderr: str, lock_wait_timeout_s: int) -> str:
+    """pg_dump's lock timeout, said plainly: which table, and what to look at."""
+    # one table, or (pg_dump >= 16 locks them in batches) a list of them
+    tables = re.search(r"LOCK TABLE (.+?) IN \w+ SHARE MODE", stderr)
+    named = tables.group(1).split(", ") if tables else []
+    on = f" on {named[0]}" if len(named) == 1 else f" on one of {len(named)} tables" if named else ""
+    return (
+        f"pg_dump gave up waiting for a table lock{on} after {lock_wait_timeout_s} s "
+        "(RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS): another session holds a conflicting lock "
+        "(an ALTER, a VACUUM FULL, a LOCK TABLE); find it in pg_locks / pg_stat_activity"
+    )
 
 
 def _widen_pipe(stream) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from flows.backup import BackupParameters, backup
 from runbook.backups import BackupStatus, Manifest
-from runbook.errors import ConcurrencyError, ConfigError
+from runbook.errors import BackupError, ConcurrencyError, ConfigError
 from tasks.postgres import advisory_key
 from tasks.store import open_store
 from tests.conftest import Platform
@@ -171,3 +172,66 @@ def test_a_dump_killed_midway_leaves_a_failed_manifest_and_no_upload(s3_platform
     manifests = [json.loads(s3_server.client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys if k.endswith(".manifest.json")]
     assert [m["status"] for m in manifests] == ["FAILED"]
     assert "pg_dump was killed" in manifests[0]["error"]
+
+
+def _backup_in_thread() -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("state", backup(BackupParameters(prune=False), return_state=True)), daemon=True
+    )
+    thread.start()
+    return thread, outcome
+
+
+def _only_manifest(store_url: str, database: str) -> Manifest:
+    found = list(Path(store_url, database).glob("*.manifest.json"))
+    assert len(found) == 1, found
+    return Manifest.model_validate_json(found[0].read_bytes())
+
+
+def test_a_backup_facing_an_exclusive_lock_gives_up_naming_the_lock_wait(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session holds ACCESS EXCLUSIVE on a table: pg_dump stops waiting after
+    the lock-wait timeout (instead of hanging and holding up every later hourly run)."""
+    monkeypatch.setenv("RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS", "1")
+    with psycopg.connect(platform.dsn) as blocker:
+        blocker.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+        thread, outcome = _backup_in_thread()
+        thread.join(timeout=120)  # a safety net for the test run, not a timing assertion
+        finished = not thread.is_alive()
+        blocker.rollback()
+    thread.join(timeout=120)
+    assert finished, "the backup kept waiting for the lock"
+    state = outcome["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    message = (
+        r"pg_dump gave up waiting for a table lock( on .*)? after 1 s "
+        r"\(RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS\)"
+    )
+    with pytest.raises(BackupError, match=message):
+        state.result()  # type: ignore[attr-defined]
+    manifest = _only_manifest(platform.store_url, platform.database)
+    assert manifest.status is BackupStatus.FAILED and re.match(message, manifest.error or "")
+    assert not list(Path(platform.store_url).rglob("*.dump.zst*"))
+
+
+def test_a_backup_past_its_time_limit_is_stopped_and_failed(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump is held (a lock, with a long lock wait) past RUNBOOK_BACKUP__TIMEOUT_SECONDS:
+    it is stopped, the manifest is FAILED naming the limit, nothing is left running."""
+    monkeypatch.setenv("RUNBOOK_BACKUP__TIMEOUT_SECONDS", "3")
+    with psycopg.connect(platform.dsn) as blocker:
+        blocker.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+        thread, outcome = _backup_in_thread()
+        thread.join(timeout=120)  # a safety net for the test run, not a timing assertion
+        finished = not thread.is_alive()
+        left_running = _pg_dump_children()
+        blocker.rollback()
+    thread.join(timeout=120)
+    assert finished, "the backup ran past its time limit"
+    assert left_running == []
+    state = outcome["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    with pytest.raises(BackupError, match=r"time limit .*\(3 s, RUNBOOK_BACKUP__TIMEOUT_SECONDS\)"):
+        state.result()  # type: ignore[attr-defined]
+    manifest = _only_manifest(platform.store_url, platform.database)
+    assert manifest.status is BackupStatus.FAILED and "RUNBOOK_BACKUP__TIMEOUT_SECONDS" in (manifest.error or "")
+    assert not list(Path(platform.store_url).rglob("*.dump.zst*"))
