@@ -38,9 +38,16 @@ class BackupParameters(BaseModel):
 
 @task(name="choose-pg-tools", cache_policy=NO_CACHE)
 def choose_tools(settings: RunbookSettings, info: ServerInfo) -> PgTools:
-    """Pick a pg_dump whose major version is >= the server's (checked before anything else)."""
+    """Pick a pg_dump whose major version is >= the server's (checked before anything else),
+    the distribution's rather than the bundled one at the same major version."""
     tools = choose_pg_tools(info.server_major, settings.pg_bin_dir)
-    get_run_logger().info("Using pg_dump %s from %s (server %s)", tools.version, tools.bin_dir, info.server_version)
+    get_run_logger().info(
+        "Using pg_dump %s from %s%s (server %s)",
+        tools.version,
+        tools.bin_dir,
+        " (bundled with pgserver)" if tools.bundled else "",
+        info.server_version,
+    )
     return tools
 
 

@@ -165,6 +165,7 @@ def make_backup(
             database=database,
             server_version=info.server_version,
             pg_dump_version=tools.version,
+            pg_dump_build=tools.version_line,
             compression=f"zstd:{backup_settings.zstd_level}",
             started_at=datetime.now(timezone.utc),
             snapshot_at=snapshot.taken_at,

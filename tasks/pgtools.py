@@ -35,6 +35,8 @@ class PgTools:
     bin_dir: Path
     major: int
     version: str
+    version_line: str = ""  # ``pg_dump --version`` as printed: names the build
+    bundled: bool = False  # pgserver's copy rather than the distribution's
 
     @property
     def pg_dump(self) -> Path:
@@ -45,54 +47,93 @@ class PgTools:
         return self.bin_dir / "pg_restore"
 
 
-def tool_version(binary: Path) -> tuple[int, str]:
-    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    match = re.search(r"(\d+)(?:\.(\d+))?", output)
+def parse_tool_version(output: str) -> tuple[int, str]:
+    """``pg_dump (PostgreSQL) 16.4 (Debian 16.4-1.pgdg120+1)`` -> (16, "16.4")."""
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)((?:\.\d+)*)", output) or re.search(r"(\d+)((?:\.\d+)*)", output)
     if not match:
-        raise ConfigError(f"cannot read the version of {binary}: {output.strip()!r}")
-    return int(match.group(1)), output.strip().rsplit(" ", 1)[-1]
+        raise ConfigError(f"cannot read the version in {output.strip()!r}")
+    return int(match.group(1)), match.group(1) + match.group(2)
+
+
+def tool_version(binary: Path) -> tuple[int, str, str]:
+    """(major, version, the line ``--version`` printed) of a PostgreSQL tool."""
+    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    try:
+        major, version = parse_tool_version(output)
+    except ConfigError:
+        raise ConfigError(f"cannot read the version of {binary}: {output.strip()!r}") from None
+    return major, version, output.strip()
+
+
+def bundled_bin_dir() -> Path | None:
+    """The bin folder of the PostgreSQL that the pgserver wheel bundles (the sandbox's)."""
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError:  # pgserver is only needed by the sandbox
+        return None
+    return Path(POSTGRES_BIN_PATH)
 
 
 def candidate_bin_dirs() -> list[Path]:
-    """Where pg_dump may be: the pgserver wheel, the distribution's versioned
-    folders, then PATH."""
-    found: list[Path] = []
-    try:
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        found.append(Path(POSTGRES_BIN_PATH))
-    except ImportError:  # pragma: no cover - pgserver is a dependency
-        pass
-    found.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    """Where pg_dump may be: the distribution's versioned folders, PATH, then the
+    pgserver wheel."""
+    found: list[Path] = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     on_path = shutil.which("pg_dump")
     if on_path:
         found.append(Path(on_path).resolve().parent)
+    bundled = bundled_bin_dir()
+    if bundled is not None:
+        found.append(bundled)
     return found
 
 
-def choose_pg_tools(server_major: int, bin_dir: Path | None = None, candidates: Iterable[Path] | None = None) -> PgTools:
+def choose_pg_tools(
+    server_major: int,
+    bin_dir: Path | None = None,
+    candidates: Iterable[Path] | None = None,
+    bundled_dir: Path | None = None,
+) -> PgTools:
     """The pg_dump/pg_restore to use for a server: ``bin_dir`` if given (it must be
-    new enough), else the newest one found whose major version is >= the server's."""
+    new enough), else the newest one found whose major version is >= the server's.
+    At the same major version the distribution's tools win over the copy bundled
+    with pgserver (``bundled_dir``, by default pgserver's): they get the
+    distribution's minor releases and security fixes."""
     if bin_dir is not None:
-        major, version = tool_version(bin_dir / "pg_dump")
+        major, version, line = tool_version(bin_dir / "pg_dump")
         if major < server_major:
             raise ConfigError(
                 f"RUNBOOK_PG_BIN_DIR: {bin_dir / 'pg_dump'} is version {version} but the server is {server_major}; "
                 f"point RUNBOOK_PG_BIN_DIR at a PostgreSQL {server_major} (or newer) bin folder"
             )
-        return PgTools(bin_dir=bin_dir, major=major, version=version)
+        bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
+        return PgTools(
+            bin_dir=bin_dir,
+            major=major,
+            version=version,
+            version_line=line,
+            bundled=bundled is not None and _same_folder(bin_dir, bundled),
+        )
+    bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
     seen: list[str] = []
     best: PgTools | None = None
     for folder in candidates if candidates is not None else candidate_bin_dirs():
         if not (os.access(folder / "pg_dump", os.X_OK) and os.access(folder / "pg_restore", os.X_OK)):
             continue
         try:
-            major, version = tool_version(folder / "pg_dump")
+            major, version, line = tool_version(folder / "pg_dump")
         except (OSError, subprocess.SubprocessError, ConfigError):
             continue
         seen.append(f"{folder / 'pg_dump'} ({version})")
-        if major >= server_major and (best is None or major > best.major):
-            best = PgTools(bin_dir=folder, major=major, version=version)
+        found = PgTools(
+            bin_dir=folder,
+            major=major,
+            version=version,
+            version_line=line,
+            bundled=bundled is not None and _same_folder(folder, bundled),
+        )
+        # newest major first; at the same major the distribution's before the bundled
+        if major >= server_major and (best is None or (major, not found.bundled) > (best.major, not best.bundled)):
+            best = found
     if best is None:
         found = ", ".join(seen) or "none"
         raise ConfigError(
@@ -100,6 +141,13 @@ def choose_pg_tools(server_major: int, bin_dir: Path | None = None, candidates: 
             f"set RUNBOOK_PG_BIN_DIR to a PostgreSQL {server_major} bin folder"
         )
     return best
+
+
+def _same_folder(one: Path, other: Path) -> bool:
+    try:
+        return one.resolve() == other.resolve()
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

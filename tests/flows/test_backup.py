@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from flows.backup import BackupParameters, backup
 from runbook.backups import BackupStatus, Manifest
 from runbook.errors import BackupError, ConcurrencyError, ConfigError
+from tasks.pgtools import choose_pg_tools
 from tasks.postgres import advisory_key
 from tasks.store import open_store
 from tests.conftest import Platform
@@ -48,7 +50,10 @@ def test_backup_to_a_folder_records_exact_counts_and_checksum(platform: Platform
     assert manifest.tables["public.users"] == expected["users"]
     assert manifest.tables["public.system_logs"] == expected["system_logs"]
     assert manifest.server_version.startswith("16")
-    assert manifest.pg_dump_version.startswith("16")
+    tools = choose_pg_tools(16)
+    assert manifest.pg_dump_version == tools.version and manifest.pg_dump_version.startswith("16")
+    printed = subprocess.run([str(tools.pg_dump), "--version"], capture_output=True, text=True, check=True).stdout
+    assert manifest.pg_dump_build == printed.strip()
     assert manifest.snapshot_at is not None and manifest.started_at <= manifest.finished_at  # type: ignore[operator]
     dump = Path(platform.store_url, platform.database, f"{manifest.id}.dump.zst").read_bytes()
     assert len(dump) == manifest.size_bytes
