@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from runbook.backups import Manifest, human_size, next_free_id
+from runbook.checks import CheckResult, checks_markdown
 from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
@@ -23,6 +24,7 @@ from runbook.target import prepare
 from tasks import backups as backup_tasks
 from tasks.pgtools import PgTools, choose_pg_tools
 from tasks.postgres import ServerInfo, inspect_database
+from tasks.runs import report_collisions
 from tasks.store import BackupStore, open_backup_store
 
 
@@ -138,6 +140,8 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     # interval: a stuck dump must end before the next run is due, or the deployment's
     # concurrency limit (CANCEL_NEW) cancels that run and every one after it.
     deadline = time.monotonic() + settings.backup.timeout_seconds
+    # ...and when that happened before, this run says so (a warning, in the log and report).
+    collisions = report_collisions("backup")
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     info = inspect_database(target.dsn, settings.connect_timeout)
     tools = choose_tools(settings, info)
@@ -165,16 +169,17 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
         "tables": manifest.tables,
         "fingerprints": bool(manifest.fingerprints),
         "retention": retention,
+        "checks": [collisions.model_dump()] if collisions else [],
     }
     create_markdown_artifact(
         key=artifact_key("backup", info.database),
-        markdown=_report(manifest, store.url, retention),
+        markdown=_report(manifest, store.url, retention, [collisions] if collisions else []),
         description=f"Backup {manifest.id} of {info.database}",
     )
     return summary
 
 
-def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None) -> str:
+def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None, checks: list[CheckResult]) -> str:
     lines = [
         f"# Backup {manifest.id}: {manifest.status.value}",
         "",
@@ -192,5 +197,7 @@ def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None
         removed = retention["removed"] or ["none"]
         verb = "would remove" if retention["dry_run"] else "removed"
         lines += ["", f"Retention {verb}: {', '.join(removed)} (kept {retention['kept']})"]
+    if checks:
+        lines += ["", "## Checks", "", checks_markdown(checks)]
     return "\n".join(lines)
 

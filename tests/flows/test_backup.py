@@ -240,3 +240,45 @@ def test_a_backup_past_its_time_limit_is_stopped_and_failed(platform: Platform, 
     manifest = _only_manifest(platform.store_url, platform.database)
     assert manifest.status is BackupStatus.FAILED and "RUNBOOK_BACKUP__TIMEOUT_SECONDS" in (manifest.error or "")
     assert not list(Path(platform.store_url).rglob("*.dump.zst*"))
+
+
+def test_a_deployed_backup_reports_the_runs_cancelled_while_the_previous_one_ran(platform: Platform) -> None:
+    """A deployment with CANCEL_NEW: while one run holds the slot, the server itself
+    cancels the next two; the run after them says so, as a warning check in its
+    result and report."""
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, StateType
+    from prefect.flow_engine import run_flow
+    from prefect.states import Completed, Pending, Running
+
+    parameters = {"params": {"prune": False}}
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            client.create_flow(backup),
+            f"backup-{platform.database}",
+            concurrency_limit=1,
+            concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        )
+        stuck = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+        client.set_flow_run_state(stuck.id, Pending())
+        client.set_flow_run_state(stuck.id, Running())
+        collided = [client.create_flow_run_from_deployment(deployment_id, parameters=parameters) for _ in range(2)]
+        for run in collided:
+            client.set_flow_run_state(run.id, Pending())  # the server answers: Cancelled
+        assert [client.read_flow_run(run.id).state.type for run in collided] == [StateType.CANCELLED] * 2  # type: ignore[union-attr]
+        client.set_flow_run_state(stuck.id, Completed())
+        current = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+
+    state = run_flow(backup, flow_run=current, parameters={"params": BackupParameters(prune=False)}, return_type="state")
+    result = state.result()  # type: ignore[union-attr]
+    [check] = result["checks"]
+    assert check["name"] == "collisions" and not check["ok"] and not check["critical"]
+    assert check["detail"].startswith("2 scheduled backup run(s) cancelled by the deployment's concurrency limit")
+    assert all(run.name in check["detail"] for run in collided) and stuck.name not in check["detail"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[current.id])))
+    [report] = [a for a in artifacts if a.type == "markdown"]
+    assert "| collisions | FAILED | no |" in report.data and collided[0].name in report.data
+
+
+def test_a_backup_outside_a_deployment_has_no_collision_check(platform: Platform) -> None:
+    assert backup(BackupParameters(prune=False))["checks"] == []
