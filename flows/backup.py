@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from runbook.backups import Manifest, human_size, next_free_id
+from runbook.checks import CheckResult, checks_markdown
 from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
@@ -22,6 +24,7 @@ from runbook.target import prepare
 from tasks import backups as backup_tasks
 from tasks.pgtools import PgTools, choose_pg_tools
 from tasks.postgres import ServerInfo, inspect_database
+from tasks.runs import report_collisions
 from tasks.store import BackupStore, open_backup_store
 
 
@@ -37,9 +40,16 @@ class BackupParameters(BaseModel):
 
 @task(name="choose-pg-tools", cache_policy=NO_CACHE)
 def choose_tools(settings: RunbookSettings, info: ServerInfo) -> PgTools:
-    """Pick a pg_dump whose major version is >= the server's (checked before anything else)."""
+    """Pick a pg_dump whose major version is >= the server's (checked before anything else),
+    the distribution's rather than the bundled one at the same major version."""
     tools = choose_pg_tools(info.server_major, settings.pg_bin_dir)
-    get_run_logger().info("Using pg_dump %s from %s (server %s)", tools.version, tools.bin_dir, info.server_version)
+    get_run_logger().info(
+        "Using pg_dump %s from %s%s (server %s)",
+        tools.version,
+        tools.bin_dir,
+        " (bundled with pgserver)" if tools.bundled else "",
+        info.server_version,
+    )
     return tools
 
 
@@ -79,14 +89,20 @@ class DumpProgress:
     retry_delay_seconds=backoff(),
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
-    timeout_seconds=6 * 3600,
 )
 def dump_database(
-    dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool
+    dsn: str,
+    store: BackupStore,
+    tools: PgTools,
+    info: ServerInfo,
+    settings: RunbookSettings,
+    fingerprint: bool,
+    deadline: float | None = None,
 ) -> Manifest:
     """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest.
     A transient store or connection failure fails this attempt (its manifest FAILED, its
-    upload aborted) and the task retries as a new backup."""
+    upload aborted) and the task retries as a new backup, within the same ``deadline``
+    (``time.monotonic()``): past it pg_dump is stopped and the backup is FAILED."""
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
     progress = DumpProgress(info, create_progress_artifact(progress=0.0, description=f"Dump of {info.database}"))
@@ -104,6 +120,7 @@ def dump_database(
             flow_run_id=str(flow_run.get_id() or ""),
             on_progress=progress.seen,
             log=logger.info,
+            deadline=deadline,
         )
     finally:
         progress.stop()
@@ -119,11 +136,19 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     zstd-compressed and streamed to the backup store with its sha256, a manifest with
     exact row counts of that snapshot, then the retention policy (§6.3: hourly, RPO 1 h)."""
     settings, target = prepare()
+    # One limit for the whole backup, retries included, below the hourly schedule's
+    # interval: a stuck dump must end before the next run is due, or the deployment's
+    # concurrency limit (CANCEL_NEW) cancels that run and every one after it.
+    deadline = time.monotonic() + settings.backup.timeout_seconds
+    # ...and when that happened before, this run says so (a warning, in the log and report).
+    collisions = report_collisions("backup")
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     info = inspect_database(target.dsn, settings.connect_timeout)
     tools = choose_tools(settings, info)
     fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
-    manifest = dump_database(target.dsn, store, tools, info, settings, fingerprint)
+    # Prefect's own task timeout backs the deadline up, should the dump's watchdog fail.
+    dump = dump_database.with_options(timeout_seconds=settings.backup.timeout_seconds + 60)
+    manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline)
 
     retention: dict[str, Any] | None = None
     if params.prune:
@@ -144,16 +169,17 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
         "tables": manifest.tables,
         "fingerprints": bool(manifest.fingerprints),
         "retention": retention,
+        "checks": [collisions.model_dump()] if collisions else [],
     }
     create_markdown_artifact(
         key=artifact_key("backup", info.database),
-        markdown=_report(manifest, store.url, retention),
+        markdown=_report(manifest, store.url, retention, [collisions] if collisions else []),
         description=f"Backup {manifest.id} of {info.database}",
     )
     return summary
 
 
-def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None) -> str:
+def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None, checks: list[CheckResult]) -> str:
     lines = [
         f"# Backup {manifest.id}: {manifest.status.value}",
         "",
@@ -171,5 +197,7 @@ def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None
         removed = retention["removed"] or ["none"]
         verb = "would remove" if retention["dry_run"] else "removed"
         lines += ["", f"Retention {verb}: {', '.join(removed)} (kept {retention['kept']})"]
+    if checks:
+        lines += ["", "## Checks", "", checks_markdown(checks)]
     return "\n".join(lines)
 

@@ -47,7 +47,8 @@ class Manifest(BaseModel):
     status: BackupStatus
     database: str
     server_version: str = ""
-    pg_dump_version: str = ""
+    pg_dump_version: str = ""  # the pg_dump that made it; a pg_restore of this major or newer reads it
+    pg_dump_build: str = ""  # ``pg_dump --version`` as printed, e.g. "pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)"
     format: str = DUMP_FORMAT
     compression: str = ""
     started_at: datetime

@@ -54,6 +54,21 @@ class BackupSettings(BaseModel):
     zstd_level: int = Field(3, ge=1, le=19, description="zstd compression level of the dump stream.")
     zstd_threads: int = Field(2, ge=0, le=64, description="zstd worker threads (0: compress in the calling thread).")
     part_size_mb: int = Field(16, ge=5, le=512, description="S3 multipart part size in MiB (S3 needs >= 5).")
+    lock_wait_timeout_seconds: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="How long pg_dump (and the row counts) wait for a table lock held by another session "
+        "(pg_dump --lock-wait-timeout) before the backup fails naming the lock.",
+    )
+    timeout_seconds: int = Field(
+        3000,
+        ge=1,
+        le=24 * 3600,
+        description="The whole backup (dump, counts, upload, retries) must end within this, or pg_dump is "
+        "stopped and the backup marked FAILED. Keep it below the schedule's interval (hourly: 3600 s), "
+        "so that a stuck backup never holds the deployment's only slot when the next run is due.",
+    )
     fingerprint: bool = Field(False, description="Also compute per-table content fingerprints for deep verification.")
     restore_jobs: int = Field(2, ge=1, le=64, description="Parallel jobs of pg_restore.")
 

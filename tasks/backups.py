@@ -11,6 +11,7 @@ store; every reader ignores backups that are not DONE.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,7 @@ from runbook.errors import BackupError, StoreError
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import BackupSettings
 from tasks import postgres
-from tasks.pgtools import DumpResult, FetchResult, PgTools, fetch_dump, stream_dump
+from tasks.pgtools import BackupTimeLimit, DumpResult, FetchResult, PgTools, fetch_dump, stream_dump
 from tasks.store import BackupStore, get_json, put_json
 
 LOCK_NAME = "runbook backup"
@@ -99,11 +100,22 @@ def clean_up_interrupted(store: BackupStore, database: str) -> list[str]:
 
 
 def _count_in_snapshot(
-    dsn: str, snapshot_id: str, tables: list[str], fingerprint: bool, out: dict[str, Any], connect_timeout: int
+    dsn: str,
+    snapshot_id: str,
+    tables: list[str],
+    fingerprint: bool,
+    out: dict[str, Any],
+    connect_timeout: int,
+    lock_wait_timeout_s: int | None = None,
+    time_limit_s: float | None = None,
 ) -> None:
-    """Row counts (and fingerprints) in the dump's snapshot, on a second connection."""
+    """Row counts (and fingerprints) in the dump's snapshot, on a second connection,
+    bounded like the dump: the same lock wait, and no statement past the time limit."""
+    statement_timeout_s = max(1, int(time_limit_s)) if time_limit_s is not None else None
     try:
-        with postgres.session(dsn, application="runbook backup counts", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
+        with postgres.session(dsn, application="runbook backup counts", connect_timeout=connect_timeout, statement_timeout_s=statement_timeout_s, autocommit=True) as conn:
+            if lock_wait_timeout_s:
+                conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_wait_timeout_s)}s")))
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
             out["counts"] = postgres.count_rows(conn, tables)
@@ -127,10 +139,18 @@ def make_backup(
     flow_run_id: str | None = None,
     on_progress: Callable[[int], None] | None = None,
     log: Callable[..., None] | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Manifest:
     """Take the backup lock, export a snapshot, count rows in it, stream pg_dump of that
-    snapshot into the store, and write the manifest DONE last (FAILED on any error)."""
+    snapshot into the store, and write the manifest DONE last (FAILED on any error).
+    ``deadline`` (on ``clock``) bounds the dump and the counts: past it pg_dump is
+    stopped and the manifest marked FAILED."""
     say = log or (lambda *args: None)
+
+    def time_left() -> float | None:
+        return None if deadline is None else deadline - clock()
+
     database = info.database
     with postgres.session(dsn, application="runbook backup", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
         postgres.try_advisory_lock(conn, f"{LOCK_NAME} {database}")
@@ -145,6 +165,7 @@ def make_backup(
             database=database,
             server_version=info.server_version,
             pg_dump_version=tools.version,
+            pg_dump_build=tools.version_line,
             compression=f"zstd:{backup_settings.zstd_level}",
             started_at=datetime.now(timezone.utc),
             snapshot_at=snapshot.taken_at,
@@ -157,6 +178,7 @@ def make_backup(
             counter = threading.Thread(
                 target=_count_in_snapshot,
                 args=(dsn, snapshot.snapshot_id, snapshot.tables, backup_settings.fingerprint, counted, connect_timeout),
+                kwargs={"lock_wait_timeout_s": backup_settings.lock_wait_timeout_seconds, "time_limit_s": time_left()},
                 daemon=True,
             )
             counter.start()
@@ -170,8 +192,13 @@ def make_backup(
                     zstd_level=backup_settings.zstd_level,
                     zstd_threads=backup_settings.zstd_threads,
                     on_progress=on_progress,
+                    lock_wait_timeout_s=backup_settings.lock_wait_timeout_seconds,
+                    time_limit_s=time_left(),
                 )
-                counter.join()
+                left = time_left()
+                counter.join(timeout=None if left is None else max(left, 0.0))
+                if counter.is_alive():
+                    raise BackupTimeLimit("counting rows in the snapshot did not finish within the backup's time limit")
                 if "error" in counted:
                     raise BackupError(f"counting rows in the snapshot failed: {first_line(counted['error'])}")
                 writer.commit()
@@ -188,6 +215,12 @@ def make_backup(
             manifest.status = BackupStatus.DONE
             put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
         except BaseException as err:
+            if isinstance(err, BackupTimeLimit):
+                err = BackupTimeLimit(
+                    f"{err} ({backup_settings.timeout_seconds} s, RUNBOOK_BACKUP__TIMEOUT_SECONDS); "
+                    "look for what slowed it (locks, load, the store's throughput) or raise the limit, "
+                    "keeping it below the schedule's interval"
+                )
             manifest.status = BackupStatus.FAILED
             manifest.error = first_line(err) if not isinstance(err, KeyboardInterrupt) else "interrupted"
             manifest.finished_at = datetime.now(timezone.utc)
@@ -195,6 +228,8 @@ def make_backup(
                 put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
             except Exception:  # noqa: BLE001 - the next backup marks a STARTED manifest FAILED
                 pass
+            if isinstance(err, BackupTimeLimit):
+                raise err from None
             raise
         finally:
             if not conn.closed:

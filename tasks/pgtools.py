@@ -35,6 +35,8 @@ class PgTools:
     bin_dir: Path
     major: int
     version: str
+    version_line: str = ""  # ``pg_dump --version`` as printed: names the build
+    bundled: bool = False  # pgserver's copy rather than the distribution's
 
     @property
     def pg_dump(self) -> Path:
@@ -45,54 +47,93 @@ class PgTools:
         return self.bin_dir / "pg_restore"
 
 
-def tool_version(binary: Path) -> tuple[int, str]:
-    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    match = re.search(r"(\d+)(?:\.(\d+))?", output)
+def parse_tool_version(output: str) -> tuple[int, str]:
+    """``pg_dump (PostgreSQL) 16.4 (Debian 16.4-1.pgdg120+1)`` -> (16, "16.4")."""
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)((?:\.\d+)*)", output) or re.search(r"(\d+)((?:\.\d+)*)", output)
     if not match:
-        raise ConfigError(f"cannot read the version of {binary}: {output.strip()!r}")
-    return int(match.group(1)), output.strip().rsplit(" ", 1)[-1]
+        raise ConfigError(f"cannot read the version in {output.strip()!r}")
+    return int(match.group(1)), match.group(1) + match.group(2)
+
+
+def tool_version(binary: Path) -> tuple[int, str, str]:
+    """(major, version, the line ``--version`` printed) of a PostgreSQL tool."""
+    output = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    try:
+        major, version = parse_tool_version(output)
+    except ConfigError:
+        raise ConfigError(f"cannot read the version of {binary}: {output.strip()!r}") from None
+    return major, version, output.strip()
+
+
+def bundled_bin_dir() -> Path | None:
+    """The bin folder of the PostgreSQL that the pgserver wheel bundles (the sandbox's)."""
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError:  # pgserver is only needed by the sandbox
+        return None
+    return Path(POSTGRES_BIN_PATH)
 
 
 def candidate_bin_dirs() -> list[Path]:
-    """Where pg_dump may be: the pgserver wheel, the distribution's versioned
-    folders, then PATH."""
-    found: list[Path] = []
-    try:
-        from pgserver._commands import POSTGRES_BIN_PATH
-
-        found.append(Path(POSTGRES_BIN_PATH))
-    except ImportError:  # pragma: no cover - pgserver is a dependency
-        pass
-    found.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
+    """Where pg_dump may be: the distribution's versioned folders, PATH, then the
+    pgserver wheel."""
+    found: list[Path] = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     on_path = shutil.which("pg_dump")
     if on_path:
         found.append(Path(on_path).resolve().parent)
+    bundled = bundled_bin_dir()
+    if bundled is not None:
+        found.append(bundled)
     return found
 
 
-def choose_pg_tools(server_major: int, bin_dir: Path | None = None, candidates: Iterable[Path] | None = None) -> PgTools:
+def choose_pg_tools(
+    server_major: int,
+    bin_dir: Path | None = None,
+    candidates: Iterable[Path] | None = None,
+    bundled_dir: Path | None = None,
+) -> PgTools:
     """The pg_dump/pg_restore to use for a server: ``bin_dir`` if given (it must be
-    new enough), else the newest one found whose major version is >= the server's."""
+    new enough), else the newest one found whose major version is >= the server's.
+    At the same major version the distribution's tools win over the copy bundled
+    with pgserver (``bundled_dir``, by default pgserver's): they get the
+    distribution's minor releases and security fixes."""
     if bin_dir is not None:
-        major, version = tool_version(bin_dir / "pg_dump")
+        major, version, line = tool_version(bin_dir / "pg_dump")
         if major < server_major:
             raise ConfigError(
                 f"RUNBOOK_PG_BIN_DIR: {bin_dir / 'pg_dump'} is version {version} but the server is {server_major}; "
                 f"point RUNBOOK_PG_BIN_DIR at a PostgreSQL {server_major} (or newer) bin folder"
             )
-        return PgTools(bin_dir=bin_dir, major=major, version=version)
+        bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
+        return PgTools(
+            bin_dir=bin_dir,
+            major=major,
+            version=version,
+            version_line=line,
+            bundled=bundled is not None and _same_folder(bin_dir, bundled),
+        )
+    bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
     seen: list[str] = []
     best: PgTools | None = None
     for folder in candidates if candidates is not None else candidate_bin_dirs():
         if not (os.access(folder / "pg_dump", os.X_OK) and os.access(folder / "pg_restore", os.X_OK)):
             continue
         try:
-            major, version = tool_version(folder / "pg_dump")
+            major, version, line = tool_version(folder / "pg_dump")
         except (OSError, subprocess.SubprocessError, ConfigError):
             continue
         seen.append(f"{folder / 'pg_dump'} ({version})")
-        if major >= server_major and (best is None or major > best.major):
-            best = PgTools(bin_dir=folder, major=major, version=version)
+        found = PgTools(
+            bin_dir=folder,
+            major=major,
+            version=version,
+            version_line=line,
+            bundled=bundled is not None and _same_folder(folder, bundled),
+        )
+        # newest major first; at the same major the distribution's before the bundled
+        if major >= server_major and (best is None or (major, not found.bundled) > (best.major, not best.bundled)):
+            best = found
     if best is None:
         found = ", ".join(seen) or "none"
         raise ConfigError(
@@ -100,6 +141,13 @@ def choose_pg_tools(server_major: int, bin_dir: Path | None = None, candidates: 
             f"set RUNBOOK_PG_BIN_DIR to a PostgreSQL {server_major} bin folder"
         )
     return best
+
+
+def _same_folder(one: Path, other: Path) -> bool:
+    try:
+        return one.resolve() == other.resolve()
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -124,18 +172,41 @@ def stream_dump(
     zstd_threads: int = 2,
     on_progress: Callable[[int], None] | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    lock_wait_timeout_s: int | None = None,
+    time_limit_s: float | None = None,
 ) -> DumpResult:
     """Run pg_dump and stream its output, zstd-compressed, into ``writer``.
-    The caller commits or aborts the writer."""
+    The caller commits or aborts the writer.
+
+    ``lock_wait_timeout_s``: pg_dump gives up when a table lock it needs is held by
+    another session that long (instead of waiting for ever and holding up every
+    later backup). ``time_limit_s``: pg_dump is stopped when the dump runs longer."""
     conninfo, env_extra = libpq_env(dsn)
     command = [str(tools.pg_dump), "--format=custom", "--compress=0", f"--dbname={conninfo}"]
     if snapshot_id:
         command.append(f"--snapshot={snapshot_id}")
+    if lock_wait_timeout_s:
+        # milliseconds: the one unit every pg_dump version accepts
+        command.append(f"--lock-wait-timeout={int(lock_wait_timeout_s * 1000)}")
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise BackupTimeLimit("no time was left for pg_dump within the backup's time limit")
     env = {**os.environ, **env_extra}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
     _widen_pipe(process.stdout)
     if on_start:
         on_start(process)
+    # The watchdog stops pg_dump at the time limit: the read below then sees the end of
+    # the pipe, wherever pg_dump was (waiting on the server, or writing).
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _stop(process)
+
+    watchdog = threading.Timer(time_limit_s, expire) if time_limit_s is not None else None
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
     errors: list[bytes] = []
     drain = threading.Thread(target=_drain, args=(process.stderr, errors), daemon=True)
     drain.start()
@@ -166,9 +237,16 @@ def stream_dump(
         raise
     finally:
         code = process.wait()
+        if watchdog:
+            watchdog.cancel()
         drain.join(timeout=10)
+    if expired.is_set():
+        raise BackupTimeLimit("pg_dump did not finish within the backup's time limit and was stopped")
     if code != 0:
         message = b"".join(errors).decode(errors="replace").strip()
+        # pg_dump applies --lock-wait-timeout as a statement_timeout on its LOCK TABLE
+        if lock_wait_timeout_s and "timeout" in message and "LOCK TABLE" in message:
+            raise BackupError(_lock_wait_message(message, lock_wait_timeout_s))
         first = message.splitlines()[0] if message else f"exit code {code}"
         if code < 0:
             first = f"pg_dump was killed by signal {signal.Signals(-code).name}"
@@ -176,6 +254,23 @@ def stream_dump(
     if raw == 0:
         raise BackupError("pg_dump produced no output")
     return DumpResult(size_bytes=size, raw_bytes=raw, sha256=digest.hexdigest())
+
+
+class BackupTimeLimit(BackupError):
+    """The backup ran past RUNBOOK_BACKUP__TIMEOUT_SECONDS."""
+
+
+def _lock_wait_message(stderr: str, lock_wait_timeout_s: int) -> str:
+    """pg_dump's lock timeout, said plainly: which table, and what to look at."""
+    # one table, or (pg_dump >= 16 locks them in batches) a list of them
+    tables = re.search(r"LOCK TABLE (.+?) IN \w+ SHARE MODE", stderr)
+    named = tables.group(1).split(", ") if tables else []
+    on = f" on {named[0]}" if len(named) == 1 else f" on one of {len(named)} tables" if named else ""
+    return (
+        f"pg_dump gave up waiting for a table lock{on} after {lock_wait_timeout_s} s "
+        "(RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS): another session holds a conflicting lock "
+        "(an ALTER, a VACUUM FULL, a LOCK TABLE); find it in pg_locks / pg_stat_activity"
+    )
 
 
 def _widen_pipe(stream) -> None:  # type: ignore[no-untyped-def]

@@ -1,16 +1,29 @@
 """The Prefect API: metadata on the current flow run (labels and tags), so that the
-server can show and filter what a run measured."""
+server can show and filter what a run measured; and the runs of a deployment that its
+concurrency limit cancelled (a collision), so that the next run can say so."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import PrefectHTTPStatusError
 
+from runbook.checks import CheckResult
 from runbook.retry import RETRIES, backoff
 
 # On a SQLite-backed Prefect server (the default server, the CLI's ephemeral mode) the
@@ -44,3 +57,97 @@ def label_flow_run(flow_run_id: str, labels: dict[str, str | int | float | bool]
         current = client.read_flow_run(run_id).tags or []
         client.update_flow_run(run_id, tags=sorted(set(current) | set(tags)))
     get_run_logger().info("Labelled the run: %s; tags %s", ", ".join(f"{k}={v}" for k, v in labels.items()), ", ".join(tags))
+
+
+# --------------------------------------------------------------------------- collisions
+
+# What the server writes on a run it cancels under a deployment's CANCEL_NEW
+# concurrency limit (prefect.server.orchestration.core_policy).
+COLLISION_MESSAGE = "concurrency limit"
+COLLISION_LOOKBACK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Collision:
+    """A scheduled run of the deployment that the server cancelled because another
+    run of it still held the deployment's only concurrency slot."""
+
+    run_id: str
+    name: str
+    expected_start: datetime | None
+    message: str
+
+
+def collisions_since_last_run(runs: list[FlowRun], current_run_id: UUID) -> list[Collision]:
+    """Of a deployment's runs, newest first: the ones cancelled by its concurrency limit
+    since the last run that actually ran (each collision is reported by one run only),
+    oldest first."""
+    found: list[Collision] = []
+    for run in runs:
+        if run.id == current_run_id:
+            continue
+        state = run.state
+        message = (state.message or "") if state else ""
+        if state is not None and state.type is StateType.CANCELLED and COLLISION_MESSAGE in message.lower():
+            found.append(Collision(str(run.id), run.name, run.expected_start_time, message))
+        elif run.start_time is not None:
+            break  # the run that held the slot (or an earlier one): reported before
+    return sorted(found, key=lambda c: (c.expected_start is None, c.expected_start or datetime.min.replace(tzinfo=timezone.utc)))
+
+
+def read_collisions(client, deployment_id: UUID, current_run_id: UUID, *, now: datetime, lookback: timedelta = COLLISION_LOOKBACK) -> list[Collision]:  # type: ignore[no-untyped-def]
+    """The deployment's runs cancelled by its concurrency limit since its last run."""
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=now - lookback, before_=now)
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=200,  # the API's most; a week of hourly runs is 168
+    )
+    return collisions_since_last_run(runs, current_run_id)
+
+
+def collision_check(collisions: list[Collision], procedure: str) -> CheckResult:
+    """A warning: scheduled runs did not happen because an earlier run was still going."""
+    if not collisions:
+        return CheckResult(
+            name="collisions", ok=True, detail=f"no {procedure} run was cancelled since the previous one", critical=False
+        )
+    runs = ", ".join(
+        f"{c.name} ({c.expected_start.isoformat(timespec='minutes') if c.expected_start else 'unscheduled'})"
+        for c in collisions
+    )
+    return CheckResult(
+        name="collisions",
+        ok=False,
+        detail=(
+            f"{len(collisions)} scheduled {procedure} run(s) cancelled by the deployment's concurrency limit "
+            f"while an earlier run was still going: {runs}"
+        ),
+        critical=False,
+    )
+
+
+@task(name="read-collisions", cache_policy=NO_CACHE)
+def report_collisions(procedure: str) -> CheckResult | None:
+    """When this run belongs to a deployment: warn about its scheduled runs that the
+    server cancelled (CANCEL_NEW) since the previous run, because that one was still
+    going. None for a run outside a deployment (the CLI)."""
+    from prefect.runtime import deployment, flow_run
+
+    deployment_id, run_id = deployment.get_id(), flow_run.get_id()
+    if not deployment_id or not run_id:
+        return None
+    logger = get_run_logger()
+    try:
+        with get_client(sync_client=True) as client:
+            collisions = read_collisions(client, UUID(str(deployment_id)), UUID(str(run_id)), now=datetime.now(timezone.utc))
+    except (httpx.HTTPError, PrefectHTTPStatusError) as err:
+        # a report about past runs must not stop this backup; the check says it is unknown
+        logger.warning("Could not read the deployment's earlier runs: %s", err)
+        return CheckResult(name="collisions", ok=False, detail=f"could not read the deployment's runs: {err}", critical=False)
+    check = collision_check(collisions, procedure)
+    if collisions:
+        logger.warning("%s", check.detail)
+    return check

@@ -29,6 +29,14 @@ from runbook.errors import ConfigError, StoreError, TransientError
 PARTIAL_SUFFIX = ".partial"
 READ_CHUNK = 4 * 1024 * 1024
 
+MiB = 1024 * 1024
+# S3's multipart limits: every part but the last 5 MiB..5 GiB, at most 10,000 parts,
+# an object of at most 5 TiB.
+MIN_PART_BYTES = 5 * MiB
+MAX_PART_BYTES = 5 * 1024 * MiB
+MAX_PARTS = 10_000
+MAX_OBJECT_BYTES = 5 * 1024 * 1024 * MiB
+
 
 class ObjectMissing(StoreError):
     """The key does not exist in the store."""
@@ -162,6 +170,41 @@ class LocalStore:
 
 # --------------------------------------------------------------------------- S3
 
+
+def part_size(number: int, base: int, every: int) -> int:
+    """The size of part ``number`` (from 1): ``base``, doubled every ``every`` parts,
+    within S3's 5 MiB..5 GiB. A dump is streamed, so its size is unknown when the
+    upload starts: small dumps get small parts, large ones parts that grow."""
+    doublings = min((number - 1) // every, 32)  # 5 MiB << 10 is above 5 GiB already
+    return max(MIN_PART_BYTES, min(MAX_PART_BYTES, max(base, MIN_PART_BYTES) << doublings))
+
+
+def capacity(base: int, every: int, max_parts: int = MAX_PARTS) -> int:
+    """The most ``max_parts`` parts of that schedule hold."""
+    total, number = 0, 1
+    while number <= max_parts:
+        size = part_size(number, base, every)
+        run = max_parts - number + 1 if size == MAX_PART_BYTES else min(every - (number - 1) % every, max_parts - number + 1)
+        total += size * run
+        number += run
+    return total
+
+
+def growth_interval(base: int, max_parts: int = MAX_PARTS, target: int = MAX_OBJECT_BYTES) -> int:
+    """How many parts go by between doublings: the most that still lets ``max_parts``
+    parts hold ``target`` bytes (parts stay as small as they can, for as long as they
+    can: they are held in memory). 1 when even doubling every part cannot reach it."""
+    low, high = 1, max(max_parts, 1)
+    if capacity(base, high, max_parts) >= target:
+        return high
+    while low < high:  # capacity falls as the interval grows
+        middle = (low + high + 1) // 2
+        if capacity(base, middle, max_parts) >= target:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
 _PERMANENT_S3_CODES = {
     "NoSuchBucket": "the bucket does not exist: create it or fix RUNBOOK_BACKUP_STORE",
     "AccessDenied": "access denied: check the AWS credentials and the bucket policy",
@@ -223,6 +266,8 @@ class _S3Writer:
         self.key = key
         self.buffer = bytearray()
         self.parts: list[dict[str, Any]] = []
+        self.part_sizes: list[int] = []
+        self._every = growth_interval(store.part_size, store.max_parts)
         self._counter = 0
         self.error: BaseException | None = None
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=2)
@@ -256,16 +301,27 @@ class _S3Writer:
 
     def write(self, data: bytes) -> None:
         self.buffer += data
-        while len(self.buffer) >= self.store.part_size:
+        while len(self.buffer) >= (size := part_size(self._counter + 1, self.store.part_size, self._every)):
+            if self._counter + 1 >= self.store.max_parts:
+                # the last part the upload may have takes the rest, on commit
+                if len(self.buffer) > size:
+                    room = capacity(self.store.part_size, self._every, self.store.max_parts)
+                    raise StoreError(
+                        f"upload of {self.key}: the object is larger than {self.store.max_parts:,} parts can hold "
+                        f"({room:,} bytes; S3 objects are at most 5 TiB)"
+                    )
+                return
             self._counter += 1
-            body = bytes(self.buffer[: self.store.part_size])
-            del self.buffer[: self.store.part_size]
+            body = bytes(self.buffer[:size])
+            del self.buffer[:size]
             self._raise_if_failed()
+            self.part_sizes.append(size)
             self._queue.put((self._counter, body))
 
     def commit(self) -> None:
         if self.buffer or self._counter == 0:
             self._counter += 1
+            self.part_sizes.append(len(self.buffer))
             self._queue.put((self._counter, bytes(self.buffer)))
             self.buffer.clear()
         self._queue.put(None)
@@ -303,7 +359,8 @@ class S3Store:
     client: Any
     bucket: str
     prefix: str
-    part_size: int = 16 * 1024 * 1024
+    part_size: int = 16 * MiB  # the first parts'; later ones grow (part_size())
+    max_parts: int = MAX_PARTS
 
     @property
     def url(self) -> str:

@@ -162,3 +162,40 @@ def test_objects_without_a_manifest_are_orphans() -> None:
         "db/notes.txt",
     ]
     assert orphaned_keys(keys) == ["db/backup_20261129_020000.dump.zst", "db/backup_20261129_020000.verification.json"]
+
+
+# --------------------------------------------------------------------------- collisions
+
+
+def _run(name: str, minute: int, state, started: bool):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+
+    at = datetime(2026, 12, 1, 0, minute, tzinfo=timezone.utc)
+    return FlowRun(id=uuid4(), name=name, flow_id=uuid4(), state=state, expected_start_time=at, start_time=at if started else None)
+
+
+def test_collisions_are_the_limits_cancellations_since_the_last_run_that_ran() -> None:
+    from prefect.states import Cancelled, Completed, Failed, Running
+
+    from tasks.runs import collision_check, collisions_since_last_run
+
+    limit = "Deployment concurrency limit reached."
+    current = _run("now", 50, Running(), True)
+    runs = [  # newest first, as read
+        current,
+        _run("c3", 40, Cancelled(message=limit), False),
+        _run("by-hand", 30, Cancelled(message="cancelled by alice"), False),
+        _run("c2", 20, Cancelled(message=limit), False),
+        _run("stuck", 10, Failed(), True),
+        _run("c1", 5, Cancelled(message=limit), False),  # reported by "stuck" already
+        _run("older", 0, Completed(), True),
+    ]
+    found = collisions_since_last_run(runs, current.id)
+    assert [c.name for c in found] == ["c2", "c3"]
+    check = collision_check(found, "backup")
+    assert not check.ok and not check.critical and "2 scheduled backup run(s)" in check.detail and "c2 (2026-12-01T00:20+00:00)" in check.detail
+    assert collisions_since_last_run([current, runs[4]], current.id) == []
+    assert collision_check([], "backup").ok

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,8 @@ import pytest
 
 from flows.backup import BackupParameters, backup
 from runbook.backups import BackupStatus, Manifest
-from runbook.errors import ConcurrencyError, ConfigError
+from runbook.errors import BackupError, ConcurrencyError, ConfigError
+from tasks.pgtools import choose_pg_tools
 from tasks.postgres import advisory_key
 from tasks.store import open_store
 from tests.conftest import Platform
@@ -47,7 +50,10 @@ def test_backup_to_a_folder_records_exact_counts_and_checksum(platform: Platform
     assert manifest.tables["public.users"] == expected["users"]
     assert manifest.tables["public.system_logs"] == expected["system_logs"]
     assert manifest.server_version.startswith("16")
-    assert manifest.pg_dump_version.startswith("16")
+    tools = choose_pg_tools(16)
+    assert manifest.pg_dump_version == tools.version and manifest.pg_dump_version.startswith("16")
+    printed = subprocess.run([str(tools.pg_dump), "--version"], capture_output=True, text=True, check=True).stdout
+    assert manifest.pg_dump_build == printed.strip()
     assert manifest.snapshot_at is not None and manifest.started_at <= manifest.finished_at  # type: ignore[operator]
     dump = Path(platform.store_url, platform.database, f"{manifest.id}.dump.zst").read_bytes()
     assert len(dump) == manifest.size_bytes
@@ -171,3 +177,108 @@ def test_a_dump_killed_midway_leaves_a_failed_manifest_and_no_upload(s3_platform
     manifests = [json.loads(s3_server.client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys if k.endswith(".manifest.json")]
     assert [m["status"] for m in manifests] == ["FAILED"]
     assert "pg_dump was killed" in manifests[0]["error"]
+
+
+def _backup_in_thread() -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("state", backup(BackupParameters(prune=False), return_state=True)), daemon=True
+    )
+    thread.start()
+    return thread, outcome
+
+
+def _only_manifest(store_url: str, database: str) -> Manifest:
+    found = list(Path(store_url, database).glob("*.manifest.json"))
+    assert len(found) == 1, found
+    return Manifest.model_validate_json(found[0].read_bytes())
+
+
+def test_a_backup_facing_an_exclusive_lock_gives_up_naming_the_lock_wait(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session holds ACCESS EXCLUSIVE on a table: pg_dump stops waiting after
+    the lock-wait timeout (instead of hanging and holding up every later hourly run)."""
+    monkeypatch.setenv("RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS", "1")
+    with psycopg.connect(platform.dsn) as blocker:
+        blocker.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+        thread, outcome = _backup_in_thread()
+        thread.join(timeout=120)  # a safety net for the test run, not a timing assertion
+        finished = not thread.is_alive()
+        blocker.rollback()
+    thread.join(timeout=120)
+    assert finished, "the backup kept waiting for the lock"
+    state = outcome["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    message = (
+        r"pg_dump gave up waiting for a table lock( on .*)? after 1 s "
+        r"\(RUNBOOK_BACKUP__LOCK_WAIT_TIMEOUT_SECONDS\)"
+    )
+    with pytest.raises(BackupError, match=message):
+        state.result()  # type: ignore[attr-defined]
+    manifest = _only_manifest(platform.store_url, platform.database)
+    assert manifest.status is BackupStatus.FAILED and re.match(message, manifest.error or "")
+    assert not list(Path(platform.store_url).rglob("*.dump.zst*"))
+
+
+def test_a_backup_past_its_time_limit_is_stopped_and_failed(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump is held (a lock, with a long lock wait) past RUNBOOK_BACKUP__TIMEOUT_SECONDS:
+    it is stopped, the manifest is FAILED naming the limit, nothing is left running."""
+    monkeypatch.setenv("RUNBOOK_BACKUP__TIMEOUT_SECONDS", "3")
+    with psycopg.connect(platform.dsn) as blocker:
+        blocker.execute("LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+        thread, outcome = _backup_in_thread()
+        thread.join(timeout=120)  # a safety net for the test run, not a timing assertion
+        finished = not thread.is_alive()
+        left_running = _pg_dump_children()
+        blocker.rollback()
+    thread.join(timeout=120)
+    assert finished, "the backup ran past its time limit"
+    assert left_running == []
+    state = outcome["state"]
+    assert state.is_failed()  # type: ignore[attr-defined]
+    with pytest.raises(BackupError, match=r"time limit .*\(3 s, RUNBOOK_BACKUP__TIMEOUT_SECONDS\)"):
+        state.result()  # type: ignore[attr-defined]
+    manifest = _only_manifest(platform.store_url, platform.database)
+    assert manifest.status is BackupStatus.FAILED and "RUNBOOK_BACKUP__TIMEOUT_SECONDS" in (manifest.error or "")
+    assert not list(Path(platform.store_url).rglob("*.dump.zst*"))
+
+
+def test_a_deployed_backup_reports_the_runs_cancelled_while_the_previous_one_ran(platform: Platform) -> None:
+    """A deployment with CANCEL_NEW: while one run holds the slot, the server itself
+    cancels the next two; the run after them says so, as a warning check in its
+    result and report."""
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions, StateType
+    from prefect.flow_engine import run_flow
+    from prefect.states import Completed, Pending, Running
+
+    parameters = {"params": {"prune": False}}
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            client.create_flow(backup),
+            f"backup-{platform.database}",
+            concurrency_limit=1,
+            concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        )
+        stuck = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+        client.set_flow_run_state(stuck.id, Pending())
+        client.set_flow_run_state(stuck.id, Running())
+        collided = [client.create_flow_run_from_deployment(deployment_id, parameters=parameters) for _ in range(2)]
+        for run in collided:
+            client.set_flow_run_state(run.id, Pending())  # the server answers: Cancelled
+        assert [client.read_flow_run(run.id).state.type for run in collided] == [StateType.CANCELLED] * 2  # type: ignore[union-attr]
+        client.set_flow_run_state(stuck.id, Completed())
+        current = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+
+    state = run_flow(backup, flow_run=current, parameters={"params": BackupParameters(prune=False)}, return_type="state")
+    result = state.result()  # type: ignore[union-attr]
+    [check] = result["checks"]
+    assert check["name"] == "collisions" and not check["ok"] and not check["critical"]
+    assert check["detail"].startswith("2 scheduled backup run(s) cancelled by the deployment's concurrency limit")
+    assert all(run.name in check["detail"] for run in collided) and stuck.name not in check["detail"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[current.id])))
+    [report] = [a for a in artifacts if a.type == "markdown"]
+    assert "| collisions | FAILED | no |" in report.data and collided[0].name in report.data
+
+
+def test_a_backup_outside_a_deployment_has_no_collision_check(platform: Platform) -> None:
+    assert backup(BackupParameters(prune=False))["checks"] == []
