@@ -74,6 +74,13 @@ class VerifySettings(BaseModel):
     work_dir: Path | None = Field(
         None, description="Where a fetched dump is unpacked for pg_restore (needs room for it). Unset: the system temp folder."
     )
+    integrity_timeout_seconds: int = Field(
+        3 * 3600,
+        ge=1,
+        le=48 * 3600,
+        description="How long the integrity checks of a restored database may take in all; then they are stopped "
+        "and the verification fails (each query also stops at RUNBOOK_STATEMENT_TIMEOUT).",
+    )
 
 
 class HookStep(BaseModel):
