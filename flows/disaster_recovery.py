@@ -272,7 +272,7 @@ def restore_services(steps: list[HookStep], env: dict[str, SecretStr]) -> str:
 def test_functions(destination: Destination, settings: RunbookSettings, platform_url: str | None, findings: Findings) -> str:
     """The platform's key reads on the restored schema, and its HTTP checks."""
     findings.statistics_ready()
-    checks, findings.latencies_ms = smoke_test(destination.dsn.get_secret_value(), settings.connect_timeout, settings.statement_timeout)
+    checks, findings.latencies_ms = smoke_test(destination.dsn.get_secret_value(), settings.dr.smoke_reads, settings.connect_timeout, settings.statement_timeout)
     if platform_url:
         checks += check_platform_http(platform_url, settings.dr.http_checks)
     findings.checks += checks

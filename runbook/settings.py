@@ -89,6 +89,13 @@ class VerifySettings(BaseModel):
     work_dir: Path | None = Field(
         None, description="Where a fetched dump is unpacked for pg_restore (needs room for it). Unset: the system temp folder."
     )
+    integrity_timeout_seconds: int = Field(
+        3 * 3600,
+        ge=1,
+        le=48 * 3600,
+        description="How long the integrity checks of a restored database may take in all; then they are stopped "
+        "and the verification fails (each query also stops at RUNBOOK_STATEMENT_TIMEOUT).",
+    )
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -137,6 +144,63 @@ class HookStep(BaseModel):
         return self
 
 
+class SmokeRead(BaseModel):
+    """One of the platform's key reads, run on a restored database in §6.4 step 5 ("test
+    every function"), timed, and compared with the previous drill by its name."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=60,
+        description="Lowercase letters, digits and dashes; the check is smoke:<name>, its latency is compared by name.",
+    )
+    sql: str = Field(min_length=1, description="One read-only query (it runs in a READ ONLY transaction).")
+    must_return_rows: bool = Field(True, description="An empty answer fails the check (otherwise only an error does).")
+
+    @field_validator("sql")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a smoke read needs its SQL")
+        return value
+
+
+# The defaults read only what §0 names: market_data (symbol, "timestamp"), user_alerts
+# (user_id, created_at) and user_sessions (expires_at); the rest of a row is read as *.
+DEFAULT_SMOKE_READS = [
+    SmokeRead(
+        name="latest-price-per-symbol",
+        # the latest row per symbol, one index probe per symbol on (symbol, timestamp DESC)
+        # of §7.4, as the prices endpoint should read it (a DISTINCT ON over the whole
+        # table takes 250x longer)
+        sql="""
+        WITH RECURSIVE symbols(symbol) AS (
+            (SELECT symbol FROM market_data ORDER BY symbol LIMIT 1)
+            UNION ALL
+            SELECT (SELECT m.symbol FROM market_data m WHERE m.symbol > s.symbol ORDER BY m.symbol LIMIT 1)
+            FROM symbols s WHERE s.symbol IS NOT NULL
+        )
+        SELECT p.* FROM symbols s
+        CROSS JOIN LATERAL (
+            SELECT m.* FROM market_data m WHERE m.symbol = s.symbol ORDER BY m."timestamp" DESC LIMIT 1
+        ) p
+        """,
+    ),
+    SmokeRead(
+        name="user-alerts",
+        # the dashboard: one user's alerts, newest first, on (user_id, created_at DESC) of §7.4
+        sql="""
+        SELECT a.* FROM user_alerts a
+        WHERE a.user_id = (SELECT user_id FROM user_alerts ORDER BY created_at DESC LIMIT 1)
+        ORDER BY a.created_at DESC LIMIT 50
+        """,
+    ),
+    SmokeRead(
+        name="session-lookup",
+        # every authenticated request looks up a live session
+        sql="SELECT s.* FROM user_sessions s WHERE s.expires_at > now() ORDER BY s.expires_at DESC LIMIT 50",
+    ),
+]
+
+
 class DisasterRecoverySettings(BaseModel):
     """Disaster recovery (§6.4): the hooks that touch the platform, and the checks."""
 
@@ -152,6 +216,12 @@ class DisasterRecoverySettings(BaseModel):
         "Unset: a recovery uses RUNBOOK_PLATFORM_URL, a drill runs no HTTP check.",
     )
     http_checks: list[str] = Field(default_factory=lambda: ["/api/health"], description="Paths that must answer 2xx.")
+    smoke_reads: list[SmokeRead] = Field(
+        default_factory=lambda: [r.model_copy() for r in DEFAULT_SMOKE_READS],
+        min_length=1,
+        description="The platform's key reads of step 5, JSON list of {name, sql, must_return_rows}: latest "
+        "market_data per symbol, a user's user_alerts, live user_sessions by default (§0's columns only).",
+    )
     confirm_timeout_seconds: int = Field(3600, ge=10, description="How long a recovery waits for its typed confirmation.")
     latency_regression_pct: float = Field(100.0, gt=0, description="Smoke-query slowdown vs the previous drill that is flagged.")
     latency_floor_ms: float = Field(50.0, ge=0, description="Smoke queries faster than this are never flagged (noise).")
@@ -161,6 +231,15 @@ class DisasterRecoverySettings(BaseModel):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return check_http_url(value) if value else None
+
+    @field_validator("smoke_reads")
+    @classmethod
+    def _unique_reads(cls, value: list[SmokeRead]) -> list[SmokeRead]:
+        names = [r.name for r in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"smoke read names must be unique (latencies are compared by name): {', '.join(twice)}")
+        return value
 
 
 SECRETS_OF_0 = [

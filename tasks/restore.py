@@ -18,7 +18,7 @@ from tasks import postgres
 from tasks.backups import fetch_backup
 from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, restore_dump
 from tasks.store import BackupStore
-from tasks.validation import IntegrityPlan, IntegrityWorker
+from tasks.validation import IntegrityPlan, IntegrityTimeout, IntegrityWorker
 
 
 def checksum_checks(manifest: Manifest, fetched: FetchResult, problem: str | None) -> list[CheckResult]:
@@ -80,7 +80,9 @@ def restore_backup(tools: PgTools, dump_file: Path, target_dsn: str, jobs: int) 
 def check_integrity(
     restored_dsn: str, manifest: Manifest, settings: RunbookSettings, deep: bool, worker: IntegrityWorker
 ) -> list[CheckResult]:
-    """Great Expectations suites in the restored database, and fingerprints when deep."""
+    """Great Expectations suites in the restored database, and fingerprints when deep;
+    each query within RUNBOOK_STATEMENT_TIMEOUT and all of them within
+    RUNBOOK_VERIFY__INTEGRITY_TIMEOUT_SECONDS (then a failed check)."""
     with postgres.session(restored_dsn, application="runbook verify", connect_timeout=settings.connect_timeout, statement_timeout_s=settings.statement_timeout) as conn:
         shapes = postgres.table_shapes(conn)
         keys = postgres.foreign_keys(conn)
@@ -93,7 +95,12 @@ def check_integrity(
         future_time_columns=settings.verify.future_time_columns,
         thorough=deep or settings.verify.thorough,
     )
-    checks = worker.run(restored_dsn, plan)
+    try:
+        checks = worker.run(
+            restored_dsn, plan, statement_timeout_s=settings.statement_timeout, timeout_s=settings.verify.integrity_timeout_seconds
+        )
+    except IntegrityTimeout as err:
+        return [CheckResult(name="integrity-checks", ok=False, detail=f"{err}: raise RUNBOOK_VERIFY__INTEGRITY_TIMEOUT_SECONDS if the data has grown")]
     extra = sorted(set(shapes) - set(manifest.tables))
     if extra:
         checks.append(CheckResult(name="unexpected-tables", ok=False, detail=", ".join(extra), critical=False))

@@ -18,15 +18,24 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
+
 from runbook.checks import CheckResult
+from runbook.errors import RunbookError
 from runbook.schema import ForeignKey, TableShape
 
 # The library must never try to phone home from a machine that may have no network.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class IntegrityTimeout(RunbookError):
+    """The integrity checks ran out of their time (RUNBOOK_VERIFY__INTEGRITY_TIMEOUT_SECONDS)."""
+
 
 @dataclass(frozen=True)
 class IntegrityPlan:
@@ -41,35 +50,85 @@ class IntegrityPlan:
     thorough: bool = False  # scan the data even where a valid constraint already proves it
 
 
-def _sqlalchemy_url(dsn: str) -> str:
+def _sqlalchemy_url(
+    dsn: str, *, statement_timeout_s: float | None = None, application: str = "runbook verify", connect_timeout: int = 10
+) -> str:
+    """The DSN as a SQLAlchemy URL for Great Expectations, keeping every libpq option
+    (host, port, sslmode, sslrootcert, options, target_session_attrs...) as a query
+    parameter, which SQLAlchemy's psycopg dialect hands back to libpq unchanged. The
+    session gets a statement timeout (added to any ``options`` the DSN has), an
+    ``application_name`` and a connect timeout unless the DSN sets its own."""
     from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
-    params = conninfo_to_dict(dsn)
-    query = {}
-    host = str(params.pop("host", "") or "")
-    if host.startswith("/"):
-        query["host"] = host
-        host = ""
-    url = URL.create(
-        "postgresql+psycopg",
-        username=params.pop("user", None),
-        password=params.pop("password", None),
-        host=host or None,
-        port=int(params.pop("port")) if params.get("port") else None,
-        database=params.pop("dbname", None),
-        query=query,
-    )
+    params = {key: str(value) for key, value in conninfo_to_dict(dsn).items() if value is not None}
+    username = params.pop("user", None)
+    password = params.pop("password", None)
+    database = params.pop("dbname", None)
+    if statement_timeout_s:
+        timeout = f"-c statement_timeout={max(1, int(statement_timeout_s * 1000))}"
+        params["options"] = f"{params['options']} {timeout}" if params.get("options") else timeout
+    params.setdefault("application_name", application)
+    params.setdefault("connect_timeout", str(connect_timeout))
+    # host and port stay in the query as libpq spells them (a socket folder, several
+    # comma-separated hosts and ports), not in the URL's netloc
+    url = URL.create("postgresql+psycopg", username=username, password=password, database=database, query=params)
     return url.render_as_string(hide_password=False)
 
 
-def _join(columns: list[str], ref_columns: list[str]) -> str:
-    return " AND ".join(f'r."{rc}" = c."{cc}"' for cc, rc in zip(columns, ref_columns, strict=True))
+# Great Expectations fills {batch} in an unexpected-rows query with str.format, so every
+# other brace must be doubled. NUL cannot occur in a PostgreSQL identifier or in a
+# rendered literal, so it marks where the batch goes until the braces are escaped.
+_BATCH_MARK = "\x00"
 
 
-def _ident(table: str) -> str:
-    schema, _, name = table.partition(".")
-    return f'"{schema}"."{name}"'
+def _rows_query(query: sql.Composable) -> str:
+    """An unexpected-rows query composed with psycopg.sql (identifiers quoted by
+    psycopg), rendered for Great Expectations with ``{batch}`` where BATCH was."""
+    text = query.as_string(None)
+    return text.replace("{", "{{").replace("}", "}}").replace(_BATCH_MARK, "{batch}")
+
+
+_BATCH = sql.SQL(_BATCH_MARK)
+
+
+def freshness_query(column: str, snapshot_at: datetime) -> str:
+    """Rows of the batch whose ``column`` lies after the snapshot."""
+    return _rows_query(
+        sql.SQL("SELECT c.{col} FROM (SELECT * FROM {batch}) AS c WHERE c.{col} > {at}").format(
+            col=sql.Identifier(column), batch=_BATCH, at=sql.Literal(snapshot_at)
+        )
+    )
+
+
+def duplicate_keys_query(columns: list[str]) -> str:
+    """Key values of the batch held by more than one row."""
+    keys = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(col)) for col in columns)
+    return _rows_query(
+        sql.SQL("SELECT {keys} FROM (SELECT * FROM {batch}) AS c GROUP BY {keys} HAVING count(*) > 1").format(keys=keys, batch=_BATCH)
+    )
+
+
+def nulls_query(column: str) -> str:
+    """Rows of the batch where ``column`` is NULL."""
+    return _rows_query(
+        sql.SQL("SELECT 1 FROM (SELECT * FROM {batch}) AS c WHERE c.{col} IS NULL").format(col=sql.Identifier(column), batch=_BATCH)
+    )
+
+
+def orphans_query(fk: ForeignKey) -> str:
+    """Rows of the batch whose (non-null) foreign key has no row in the referenced table."""
+    not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(col)) for col in fk.columns)
+    join = sql.SQL(" AND ").join(
+        sql.SQL("r.{} = c.{}").format(sql.Identifier(rc), sql.Identifier(cc))
+        for cc, rc in zip(fk.columns, fk.ref_columns, strict=True)
+    )
+    schema, _, name = fk.ref_table.partition(".")
+    return _rows_query(
+        sql.SQL("SELECT 1 FROM (SELECT * FROM {batch}) AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {join})").format(
+            batch=_BATCH, not_null=not_null, ref=sql.Identifier(schema, name), join=join
+        )
+    )
 
 
 def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
@@ -82,17 +141,26 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
             continue
         shape = plan.shapes[table]
         items: list[tuple[str, Any]] = [(f"row-count:{table}", gxe.ExpectTableRowCountToEqual(value=expected))]
-        if shape.primary_key_enforced and not plan.thorough:
-            pass  # proven by the restored index: see proven_by_constraints
-        elif len(shape.primary_key) == 1:
-            column = shape.primary_key[0]
-            items.append((f"primary-key-unique:{table}", gxe.ExpectColumnValuesToBeUnique(column=column)))
-        elif shape.primary_key:
+        # keys are scanned with queries of our own (identifiers quoted by psycopg): the
+        # library's column expectations cannot parse a column name holding a double quote
+        scan_key = bool(shape.primary_key) and not (shape.primary_key_enforced and not plan.thorough)
+        if scan_key:  # otherwise proven by the restored index: see proven_by_constraints
             items.append(
-                (f"primary-key-unique:{table}", gxe.ExpectCompoundColumnsToBeUnique(column_list=shape.primary_key))
+                (
+                    f"primary-key-unique:{table}",
+                    gxe.UnexpectedRowsExpectation(
+                        unexpected_rows_query=duplicate_keys_query(shape.primary_key),
+                        description=f"no two rows share ({', '.join(shape.primary_key)})",
+                    ),
+                )
             )
-        for column in shape.primary_key if not (shape.primary_key_enforced and not plan.thorough) else []:
-            items.append((f"primary-key-not-null:{table}.{column}", gxe.ExpectColumnValuesToNotBeNull(column=column)))
+        for column in shape.primary_key if scan_key else []:
+            items.append(
+                (
+                    f"primary-key-not-null:{table}.{column}",
+                    gxe.UnexpectedRowsExpectation(unexpected_rows_query=nulls_query(column), description=f"no NULL {column}"),
+                )
+            )
         if plan.snapshot_at is not None:
             for column in shape.time_columns:
                 if column in plan.future_time_columns:
@@ -101,10 +169,7 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
                     (
                         f"freshness:{table}.{column}",
                         gxe.UnexpectedRowsExpectation(
-                            unexpected_rows_query=(
-                                f'SELECT c."{column}" FROM (SELECT * FROM {{batch}}) AS c '
-                                f"WHERE c.\"{column}\" > '{plan.snapshot_at.isoformat()}'::timestamptz"
-                            ),
+                            unexpected_rows_query=freshness_query(column, plan.snapshot_at),
                             description=f"no {column} later than the snapshot",
                         ),
                     )
@@ -112,15 +177,11 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
         for fk in plan.foreign_keys:
             if fk.table != table or (fk.validated and not plan.thorough):
                 continue
-            not_null = " AND ".join(f'c."{col}" IS NOT NULL' for col in fk.columns)
             items.append(
                 (
                     f"foreign-key:{table}.{fk.name}",
                     gxe.UnexpectedRowsExpectation(
-                        unexpected_rows_query=(
-                            f"SELECT 1 FROM (SELECT * FROM {{batch}}) AS c WHERE {not_null} AND NOT EXISTS "
-                            f"(SELECT 1 FROM {_ident(fk.ref_table)} r WHERE {_join(fk.columns, fk.ref_columns)})"
-                        ),
+                        unexpected_rows_query=orphans_query(fk),
                         description=f"every {', '.join(fk.columns)} exists in {fk.ref_table}",
                     ),
                 )
@@ -189,8 +250,9 @@ def _detail(result: Any) -> str:
     return ""
 
 
-def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
-    """Run the suites against the database of ``dsn`` and return one check per expectation."""
+def run_integrity_suites(dsn: str, plan: IntegrityPlan, statement_timeout_s: float | None = None) -> list[CheckResult]:
+    """Run the suites against the database of ``dsn`` and return one check per
+    expectation; each query of Great Expectations runs under ``statement_timeout_s``."""
     checks: list[CheckResult] = []
     for table in plan.expected_rows:
         present = table in plan.shapes
@@ -206,6 +268,7 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
     if not suites:
         return checks
 
+    url = _sqlalchemy_url(dsn, statement_timeout_s=statement_timeout_s)
     groups: list[list[str]] = [[], []]
     load = [0, 0]
     for table in sorted(suites, key=lambda t: plan.expected_rows.get(t, 0), reverse=True):
@@ -213,25 +276,30 @@ def run_integrity_suites(dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
         groups[lighter].append(table)
         load[lighter] += plan.expected_rows.get(table, 0) + 1
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="integrity") as lanes:
-        lanes_done = list(lanes.map(lambda group: _run_suites(dsn, {t: suites[t] for t in group}), [g for g in groups if g]))
+        lanes_done = list(lanes.map(lambda group: _run_suites(url, {t: suites[t] for t in group}), [g for g in groups if g]))
     by_table = {table: found for done in lanes_done for table, found in done.items()}
     for table in suites:  # the manifest's order, whatever lane ran it
         checks += by_table[table]
     return checks
 
 
-def _run_suites(dsn: str, suites: dict[str, list[tuple[str, Any]]]) -> dict[str, list[CheckResult]]:
+def _run_suites(url: str, suites: dict[str, list[tuple[str, Any]]]) -> dict[str, list[CheckResult]]:
     """Run some tables' suites in one Great Expectations context of their own."""
     import great_expectations as gx
+    from sqlalchemy import quoted_name
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     checks: dict[str, list[CheckResult]] = {}
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_sql(name="restored", connection_string=_sqlalchemy_url(dsn))
+    source = context.data_sources.add_sql(name="restored", connection_string=url)
     for index, (table, items) in enumerate(suites.items()):
         schema, _, name = table.partition(".")
-        asset = source.add_table_asset(name=f"t{index}", table_name=name, schema_name=schema)
+        # quoted as given: Great Expectations would fold an unquoted "User" to user and
+        # leave "audit log" unquoted
+        asset = source.add_table_asset(
+            name=f"t{index}", table_name=quoted_name(name, quote=True), schema_name=quoted_name(schema, quote=True)
+        )
         batch = asset.add_batch_definition_whole_table("whole")
         suite = context.suites.add(gx.ExpectationSuite(name=f"integrity-{index}"))
         for check_name, expectation in items:
@@ -267,6 +335,7 @@ class IntegrityWorker:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
+        self._killed = False
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         self._warm = self._pool.submit(_import_library)
 
@@ -281,10 +350,26 @@ class IntegrityWorker:
 
     @property
     def broken(self) -> bool:
-        return bool(getattr(self._pool, "_broken", False))
+        return self._killed or bool(getattr(self._pool, "_broken", False))
 
-    def run(self, dsn: str, plan: IntegrityPlan) -> list[CheckResult]:
-        return self._pool.submit(run_integrity_suites, dsn, plan).result()
+    def run(
+        self, dsn: str, plan: IntegrityPlan, *, statement_timeout_s: float | None = None, timeout_s: float | None = None
+    ) -> list[CheckResult]:
+        """Run the suites in the worker; after ``timeout_s`` the worker is killed (its
+        sessions end with it) and IntegrityTimeout is raised."""
+        future = self._pool.submit(run_integrity_suites, dsn, plan, statement_timeout_s)
+        try:
+            return future.result(timeout=timeout_s)
+        except FuturesTimeout:
+            self.kill()
+            raise IntegrityTimeout(f"the integrity checks did not finish within {timeout_s:g} s") from None
+
+    def kill(self) -> None:
+        """Stop the worker at once, whatever it is running; ``shared`` starts a new one."""
+        self._killed = True
+        for process in list(getattr(self._pool, "_processes", {}).values()):
+            process.kill()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
