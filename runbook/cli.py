@@ -125,9 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-renew", dest="renew", action="store_false", help="report only, even when a certificate is due")
 
     p = sub.add_parser("data-cleanup", parents=[common], help="the retention rules of §4.5 (dry run unless --apply)")
-    p.add_argument("--apply", action="store_true", help="really delete / flag, in batches")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="only plan and report (the default)")
+    mode.add_argument("--apply", action="store_true", help="really delete / flag, in batches")
     p.add_argument("--policy", dest="policies", action="append", default=[], help="run only this policy (repeatable)")
     p.add_argument("--batch-size", type=_positive, help="rows per batch (default RUNBOOK_CLEANUP__BATCH_SIZE)")
+    p.add_argument(
+        "--abandon-unfinished", action="store_true",
+        help="abandon the policies' unfinished runs instead of resuming them (reports what they had changed)",
+    )
 
     p = sub.add_parser("db-maintenance", parents=[common], help="VACUUM ANALYZE and the index/settings report (§4.4, §7.4)")
     p.add_argument("--no-vacuum", dest="vacuum", action="store_false", help="report only")
@@ -208,7 +214,9 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
 
         from runbook import progress
 
-        params = CleanupParameters(dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size)
+        params = CleanupParameters(
+            dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size, abandon_unfinished=args.abandon_unfinished
+        )
         stop_listening = progress.listen(progress.Bar(sys.stderr))
         try:
             return _run_flow(data_cleanup, params=params)
@@ -307,10 +315,21 @@ def _human(name: str, result: Any) -> str:
         lines = []
         for plan in result["plans"]:
             lines.append(f"  {plan['policy']:<20} {plan['action']:<13} {plan['rows']:>12,} rows in {plan['table']} (before {plan['cutoff']})")
+            if plan.get("problem"):
+                lines.append(f"    CANNOT RUN: {plan['problem']}")
+        for entry in result.get("unfinished", []):
+            verb = ("would abandon" if result["dry_run"] else "abandoned") if entry["verdict"] == "abandon" else ("would resume" if result["dry_run"] else "resumed")
+            lines.append(f"  {verb} unfinished run {entry['run_id']} of {entry['policy']} (cutoff {entry['cutoff']}): it had {entry['done']}")
         if result["dry_run"]:
             return "\n".join(["clean-up plan (dry run: add --apply to do it):", *lines])
-        done = [f"  {r['policy']:<20} {r['rows']:>12,} rows in {r['batches']} batches" + (" (resumed)" if r["resumed"] else "") for r in result["results"]]
-        return "\n".join(["clean-up done:", *done])
+        done = []
+        for r in result["results"]:
+            if r["outcome"] == "done":
+                done.append(f"  {r['policy']:<20} {r['rows']:>12,} rows in {r['batches']} batches" + (" (resumed)" if r["resumed"] else ""))
+            else:
+                done.append(f"  {r['policy']:<20} {r['outcome'].upper()}: {r['error']}" + (f" ({r['rows']:,} rows in {r['batches']} batches before it stopped)" if r["batches"] else ""))
+        complete = all(r["outcome"] == "done" for r in result["results"])
+        return "\n".join([*[line for line in lines if "unfinished run" in line], "clean-up done:" if complete else "clean-up incomplete:", *done])
     if name == "db-maintenance":
         lines = [f"maintenance of {result['database']}: {result['outcome'].upper()}"]
         if result["vacuumed"]:
