@@ -4,10 +4,8 @@ it should: checksum, a test restore into a scratch database, integrity checks, s
 from __future__ import annotations
 
 import secrets
-import tempfile
-from datetime import datetime, timezone
 from collections.abc import Callable
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -19,7 +17,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from runbook.backups import BackupStatus, Manifest, Verification, dump_key, human_size, select_backup, size_watch
 from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
@@ -28,10 +26,9 @@ from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
-from tasks.backups import first_line, read_catalog_task, record_verification
-from tasks.pgtools import choose_pg_tools
-from tasks.restore import check_integrity, fetch_and_check, create_scratch_database, drop_scratch_database, restore_backup
-from tasks.store import open_backup_store
+from tasks.backups import read_catalog_task, record_verification
+from tasks.restore import Destination, RestorePipeline, RestoreServer, scratch_server
+from tasks.store import BackupStore, open_backup_store
 from tasks.validation import IntegrityWorker
 
 
@@ -47,31 +44,30 @@ class VerifyParameters(BaseModel):
     )
 
 
+PROGRESS = {"fetched": 30.0, "restored": 70.0}  # percent done after each step of the restore
+
+
 def restore_and_check(
-    settings: RunbookSettings,
-    dsn: str,
+    store: BackupStore,
     manifest: Manifest,
-    dump_file: Path,
+    server: RestoreServer,
+    settings: RunbookSettings,
     deep: bool,
     progress: Callable[[float], None],
     worker: IntegrityWorker,
 ) -> list[CheckResult]:
-    """Restore into a scratch database, run the integrity checks, always drop it."""
-    info = postgres.inspect_database(dsn, settings.connect_timeout)
-    tools = choose_pg_tools(info.server_major, settings.pg_bin_dir)
+    """Fetch and check the dump, restore it into a scratch database (only when the
+    dump matches its manifest), run the integrity checks, always drop it."""
     name = f"runbook_verify_{manifest.id.removeprefix('backup_')}_{secrets.token_hex(3)}"
-    checks: list[CheckResult] = []
-    scratch_dsn = create_scratch_database(dsn, name, settings.connect_timeout)
+    dsn = SecretStr(postgres.with_database(server.dsn.get_secret_value(), name))
+    destination = Destination(server=server.dsn, name=name, dsn=dsn, scratch=True)
+    pipeline = RestorePipeline(store, manifest, destination, settings, notify=lambda step: progress(PROGRESS[step]))
     try:
-        try:
-            restore_backup(tools, dump_file, scratch_dsn, settings.backup.restore_jobs)
-        except Exception as err:  # noqa: BLE001 - becomes the failed check
-            return [CheckResult(name="restore", ok=False, detail=first_line(err))]
-        checks.append(CheckResult(name="restore", ok=True, detail=f"restored into scratch database {name}"))
-        progress(70.0)
-        checks += check_integrity(scratch_dsn, manifest, settings, deep, worker)
+        checks = pipeline.restore()
+        if pipeline.failure is None:
+            checks += pipeline.check(worker, deep)
     finally:
-        drop_scratch_database(dsn, name, settings.connect_timeout)
+        pipeline.discard()
     return checks
 
 
@@ -104,20 +100,13 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     def progress(percent: float) -> None:
         update_progress_artifact(progress_id, percent)
 
-    work_dir = settings.verify.work_dir
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
     # the checks' worker starts now, so Great Expectations is imported by the time
     # the dump is fetched and restored
     worker = IntegrityWorker.shared()
-    with tempfile.TemporaryDirectory(prefix="runbook-verify-", dir=work_dir) as scratch:
-        dump_file = Path(scratch) / f"{manifest.id}.dump"
-        checks += fetch_and_check(store, manifest, dump_file)
-        progress(30.0)
-        if failed(checks, critical_only=True):
-            checks.append(CheckResult(name="restore", ok=False, detail="not attempted: the stored dump does not match its manifest"))
-        else:
-            checks += restore_and_check(settings, target.dsn, manifest, dump_file, params.deep, progress, worker)
+    server = scratch_server(settings, target.dsn)
+    if server.note:
+        logger.warning("Restoring on the production server: set RUNBOOK_SCRATCH_DATABASE_URL to restore elsewhere")
+    checks += restore_and_check(store, manifest, server, settings, params.deep, progress, worker)
 
     previous = [m.size_bytes for m in manifests if m.status is BackupStatus.DONE and m.id < manifest.id and m.size_bytes]
     checks.append(size_watch(manifest.size_bytes or 0, previous, settings.verify.size_watch))
@@ -139,12 +128,14 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         "store": store.url,
         "outcome": result,
         "deep": params.deep,
+        "restore_server": server.source,
+        "notes": [server.note] if server.note else [],
         "checks": [check.model_dump() for check in checks],
         "failed": verification.failed_checks,
     }
     create_markdown_artifact(
         key=artifact_key("backup-verify", database),
-        markdown=_report(manifest, checks, result),
+        markdown=_report(manifest, checks, result, report["notes"]),
         description=f"Verification of {manifest.id}: {result}",
     )
     create_table_artifact(
@@ -157,7 +148,8 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         message = f"{manifest.id} failed verification: " + describe(critical, 5)
         logger.error(message)
         return Failed(message=message, data=report)
-    return Completed(message=f"{manifest.id} verified: {result}", data=report)
+    where = " (restored on the production server)" if server.production else ""
+    return Completed(message=f"{manifest.id} verified: {result}{where}", data=report)
 
 
 def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -> Any:
@@ -179,11 +171,12 @@ def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -
     return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)
 
 
-def _report(manifest: Manifest, checks: list[CheckResult], result: str) -> str:
+def _report(manifest: Manifest, checks: list[CheckResult], result: str, notes: list[str]) -> str:
     return "\n".join(
         [
             f"# Verification of {manifest.id}: {result}",
             "",
+            *(f"- **{note}**" for note in notes),
             f"- database: `{manifest.database}`, snapshot {manifest.snapshot_at.isoformat() if manifest.snapshot_at else '-'}",
             f"- size: {human_size(manifest.size_bytes)}, sha256 `{manifest.sha256}`",
             f"- checks: {len(checks)} run, {len(failed(checks))} failed ({len(failed(checks, critical_only=True))} critical)",

@@ -18,11 +18,9 @@ security). A failed phase stops the ones after it.
 from __future__ import annotations
 
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -44,18 +42,15 @@ from runbook.target import Target, prepare
 from tasks import postgres
 from tasks.backups import first_line, read_catalog_task, read_drill_history, record_drill
 from tasks.hooks import check_platform_http, run_hook_step
-from tasks.pgtools import choose_pg_tools
 from tasks.restore import (
+    Destination,
+    RestorePipeline,
+    RestoreServer,
     analyze_database,
     check_health,
-    check_integrity,
-    create_scratch_database,
-    drop_scratch_database,
-    fetch_and_check,
     inspect_recovery_target,
-    move_database_aside,
     read_security,
-    restore_backup,
+    scratch_server,
 )
 from tasks.runs import label_flow_run
 from tasks.smoke import smoke_test
@@ -96,19 +91,6 @@ class Confirmation(RunInput):
     """Typed confirmation of a recovery."""
 
     database: str = Field(description="Type the name of the database the recovery will restore into.")
-
-
-@dataclass
-class Destination:
-    """Where the backup is restored: a server (reached through a database that exists
-    on it), a database name, and whether that database is this run's scratch."""
-
-    server: SecretStr
-    name: str
-    dsn: SecretStr
-    scratch: bool
-    move_aside: str | None = None
-    created: bool = False
 
 
 @dataclass
@@ -163,13 +145,15 @@ def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: 
     return manifest
 
 
-def plan_destination(params: DrParameters, settings: RunbookSettings, target: Target, manifest: Manifest) -> Destination:
-    """A drill restores into a new scratch database (on the recovery server when one is
-    configured, else on the platform's); a recovery into the recovery target, which
-    must be empty unless ``replace``."""
+def plan_destination(
+    params: DrParameters, settings: RunbookSettings, target: Target, manifest: Manifest, scratch: RestoreServer
+) -> Destination:
+    """A drill restores into a new scratch database (on the scratch or recovery server
+    when one is configured, else on the platform's); a recovery into the recovery
+    target, which must be empty unless ``replace``."""
     recovery = settings.recovery_database_url
     if params.mode is Mode.DRILL:
-        server = SecretStr(postgres.with_database(recovery.get_secret_value(), "postgres")) if recovery else target.dsn_secret
+        server = scratch.dsn
         name = f"runbook_drill_{manifest.id.removeprefix('backup_')}_{scratch_suffix(flow_run.get_id())}"
         return Destination(server=server, name=name, dsn=SecretStr(postgres.with_database(server.get_secret_value(), name)), scratch=True)
     if recovery is None:
@@ -225,39 +209,26 @@ def emergency_shutdown(step: HookStep, env: dict[str, SecretStr]) -> str:
     return f"{step.name}: {run_hook_step(step, env)}"
 
 
-def restore(
-    store: BackupStore, manifest: Manifest, destination: Destination, settings: RunbookSettings, findings: Findings
-) -> str:
-    """Fetch the backup, check it against its manifest, restore it."""
-    server = destination.server.get_secret_value()
-    tools = choose_pg_tools(postgres.inspect_database(server, settings.connect_timeout).server_major, settings.pg_bin_dir)
-    if destination.move_aside:
-        move_database_aside(server, destination.name, destination.move_aside, settings.connect_timeout)
-    if not destination.created:
-        create_scratch_database(server, destination.name, settings.connect_timeout)
-        destination.created = True
-    work_dir = settings.verify.work_dir
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="runbook-dr-", dir=work_dir) as scratch:
-        dump_file = Path(scratch) / f"{manifest.id}.dump"
-        findings.checks += fetch_and_check(store, manifest, dump_file)
-        bad = failed(findings.checks, critical_only=True)
-        if bad:
-            raise dr.PhaseFailed(f"{manifest.id} does not match its manifest: " + describe(bad))
-        restore_backup(tools, dump_file, destination.dsn.get_secret_value(), settings.backup.restore_jobs)
+def restore(pipeline: RestorePipeline, settings: RunbookSettings, findings: Findings) -> str:
+    """Fetch the backup, check it against its manifest, and only then (moving a
+    replaced database aside) restore it."""
+    destination, manifest = pipeline.destination, pipeline.manifest
+    findings.checks += pipeline.restore()
+    if pipeline.failure is not None:
+        raise dr.PhaseFailed(pipeline.failure)
     # planner statistics are gathered while phase 3 checks the data; phase 5 waits for them
     findings.analyze = analyze_database.submit(destination.dsn.get_secret_value(), settings.connect_timeout)
     findings.restored_bytes = postgres.inspect_database(destination.dsn.get_secret_value(), settings.connect_timeout).size_bytes
     return (
         f"{human_size(manifest.size_bytes)} fetched, sha256 ok, pg_restore -j {settings.backup.restore_jobs} "
         f"into {destination.name} ({human_size(findings.restored_bytes)})"
+        + (f"; the previous one is kept as {destination.still_aside}" if destination.still_aside else "")
     )
 
 
-def verify_data(destination: Destination, manifest: Manifest, settings: RunbookSettings, worker: IntegrityWorker, findings: Findings) -> str:
+def verify_data(pipeline: RestorePipeline, worker: IntegrityWorker, findings: Findings) -> str:
     """The integrity checks of backup-verify on the restored database."""
-    checks = check_integrity(destination.dsn.get_secret_value(), manifest, settings, False, worker)
+    checks = pipeline.check(worker, deep=False)
     findings.checks += checks
     bad = failed(checks, critical_only=True)
     if bad:
@@ -324,8 +295,7 @@ def _drop_abandoned_scratch(flow: Any, flow_run_: Any, state: Any) -> None:
     if params.get("keep_restored") or params.get("mode", "drill") != "drill":
         return
     settings, target = prepare()
-    recovery = settings.recovery_database_url
-    server = postgres.with_database(recovery.get_secret_value(), "postgres") if recovery else target.dsn
+    server = scratch_server(settings, target.dsn).dsn.get_secret_value()
     pattern = f"runbook\\_drill\\_%\\_{scratch_suffix(flow_run_.id)}"
     with postgres.session(server, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
         names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))]
@@ -348,7 +318,9 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     database = postgres.database_name(target.dsn)
     manifests, _ = read_catalog_task(store, database)
     manifest = choose_backup(manifests, params, incident_at)
-    destination = plan_destination(params, settings, target, manifest)
+    scratch = scratch_server(settings, target.dsn)
+    destination = plan_destination(params, settings, target, manifest, scratch)
+    pipeline = RestorePipeline(store, manifest, destination, settings)
     previous = read_drill_history(store, database, settings.dr.history)
     platform_url = settings.dr.platform_url or (settings.platform_url if params.mode is Mode.RECOVER else None)
     logger.info("%s of %s from %s into %s", params.mode.value.title(), database, manifest.id, destination.name)
@@ -368,8 +340,8 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                 timeline.skip("shutdown", "no maintenance-mode hook configured (RUNBOOK_DR__SHUTDOWN)")
             else:
                 timeline.run("shutdown", emergency_shutdown, settings.dr.shutdown, env)
-            timeline.run("restore", restore, store, manifest, destination, settings, findings)
-            timeline.run("verify", verify_data, destination, manifest, settings, worker, findings)
+            timeline.run("restore", restore, pipeline, settings, findings)
+            timeline.run("verify", verify_data, pipeline, worker, findings)
             if settings.dr.restore_services:
                 timeline.run("restore-services", restore_services, settings.dr.restore_services, env)
             else:
@@ -390,9 +362,9 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
         finally:
             if findings.analyze is not None:
                 findings.analyze.wait()
-            if destination.scratch and destination.created and not params.keep_restored:
-                _drop(destination, settings)
-    report = _report(record, findings, previous, store, destination, params)
+            if not params.keep_restored:
+                pipeline.discard()
+    report = _report(record, findings, previous, store, destination, params, scratch if destination.scratch else None)
     if labelled is not None:
         labelled.result()
     return report
@@ -430,12 +402,15 @@ def measure(
     )
 
 
-def _drop(destination: Destination, settings: RunbookSettings) -> None:
-    try:
-        drop_scratch_database(destination.server.get_secret_value(), destination.name, settings.connect_timeout)
-    except BaseException:  # noqa: BLE001 - interrupted: drop without Prefect, then go on stopping
-        postgres.drop_database(destination.server.get_secret_value(), destination.name, connect_timeout=settings.connect_timeout)
-        raise
+def original_notes(destination: Destination) -> list[str]:
+    """What became of a replaced database, for the report."""
+    if destination.put_back:
+        return [f"the restore failed after {destination.name} was moved aside: it was put back, unchanged"]
+    if destination.still_aside:
+        return [f"the previous {destination.name} is kept as {destination.still_aside} (nothing was dropped)"]
+    if destination.move_aside and not destination.moved:
+        return [f"{destination.name} was not touched"]
+    return []
 
 
 def _report(
@@ -445,12 +420,16 @@ def _report(
     store: BackupStore,
     destination: Destination,
     params: DrParameters,
+    scratch: RestoreServer | None,
 ) -> Any:
     """Record the run (store, artifacts) and end it Completed or Failed."""
     logger = get_run_logger()
     record_drill(store, record)
     rto_target = timedelta(minutes=params.rto_target_minutes)
     kept = destination.scratch and params.keep_restored
+    notes = original_notes(destination)
+    if scratch is not None and scratch.note:
+        notes.append(scratch.note)
     create_table_artifact(
         key=artifact_key("dr-history", record.database),
         table=dr.history_rows([record, *previous]),
@@ -458,14 +437,17 @@ def _report(
     )
     create_markdown_artifact(
         key=artifact_key("dr-report", record.database),
-        markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept),
+        markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept, notes=notes),
         description=f"{record.mode} of {record.database}: {record.outcome}",
     )
     report = {
         **record.model_dump(mode="json"),
         "restored_into": destination.name,
         "kept": kept or not destination.scratch,
-        "moved_aside": destination.move_aside,
+        "moved_aside": destination.still_aside,
+        "put_back": destination.put_back,
+        "restore_server": scratch.source if scratch is not None else "recovery-target",
+        "notes": notes,
         "checks": [check.model_dump() for check in findings.checks],
         "failed": [check.name for check in failed(findings.checks)],
         "phase_seconds": {p.name: round(p.seconds, 2) for p in record.phases},
@@ -487,4 +469,6 @@ def _report(
         return Failed(message=report["message"], data=report)
     rto_text = record.rto.message if record.rto else ""
     report["message"] = f"{record.mode} of {record.database} from {record.backup_id} {record.outcome}: {record.rpo.message}; {rto_text}"
+    if scratch is not None and scratch.production:
+        report["message"] += "; on the production server"
     return Completed(message=report["message"], data=report)

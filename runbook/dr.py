@@ -344,10 +344,17 @@ def history_rows(records: list[DrillRecord]) -> list[dict[str, str | float]]:
 
 
 def report_markdown(
-    record: DrillRecord, checks: list[CheckResult], previous: list[DrillRecord], rto_target: timedelta, target_database: str, kept: bool
+    record: DrillRecord,
+    checks: list[CheckResult],
+    previous: list[DrillRecord],
+    rto_target: timedelta,
+    target_database: str,
+    kept: bool,
+    notes: list[str] | None = None,
 ) -> str:
-    """The run's report: verdicts, the phase timeline, the checks, the last drills side
-    by side and the RTO projected to the data sizes of §7.1."""
+    """The run's report: verdicts, notes (where the restore ran, what became of a
+    replaced database), the phase timeline, the checks, the last drills side by side
+    and the RTO projected to the data sizes of §7.1."""
     title = "Disaster-recovery drill" if record.mode == "drill" else "Disaster recovery"
     lines = [
         f"# {title} of `{record.database}`: {record.outcome}",
@@ -357,6 +364,7 @@ def report_markdown(
         f"- incident time {record.incident_at.isoformat(timespec='seconds')}",
         f"- {record.rpo.message}",
         f"- {record.rto.message}" if record.rto else "- RTO not achieved: the phases did not reach the end of step 5",
+        *(f"- **{note}**" for note in notes or []),
         "",
         "## Phases (§6.4)",
         "",

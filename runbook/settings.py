@@ -407,7 +407,12 @@ class RunbookSettings(BaseSettings):
     recovery_database_url: SecretStr | None = Field(
         None,
         description="Where a recovery restores to (postgresql:// DSN of the recovery target); drills create "
-        "their scratch database on this server too. Unset: drills use the platform's server; recoveries refuse.",
+        "their scratch database on this server too unless RUNBOOK_SCRATCH_DATABASE_URL is set. Unset: recoveries refuse.",
+    )
+    scratch_database_url: SecretStr | None = Field(
+        None,
+        description="Where scratch restores go (backup-verify, drills): a postgresql:// DSN of a database on that "
+        "server, used to create and drop them. Unset: the recovery server, else the platform's own server.",
     )
     platform_url: str | None = Field(None, description="Base URL of the platform's API (http(s)://host[:port]).")
     platform_token: SecretStr | None = Field(None, description="Bearer token for the platform's authenticated endpoints (/api/dashboard).")
@@ -450,7 +455,7 @@ class RunbookSettings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
-    @field_validator("database_url", "recovery_database_url")
+    @field_validator("database_url", "recovery_database_url", "scratch_database_url")
     @classmethod
     def _check_dsn(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():

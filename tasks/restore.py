@@ -1,22 +1,30 @@
 """Restoring a backup into a database and checking what came back: the steps that
-backup-verify and disaster-recovery share (PostgreSQL side)."""
+backup-verify and disaster-recovery share (PostgreSQL side).
+
+Both go through one ``RestorePipeline`` (prepare, fetch and check, restore, check), so
+a database is only ever moved aside once its backup has been fetched and proven
+readable, and a restore that fails after the move puts the original back."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 
 from runbook.backups import Manifest, human_size
-from runbook.checks import CheckResult
+from runbook.checks import CheckResult, describe, failed
 from runbook.schema import SecurityPosture
 from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import RunbookSettings
 from tasks import postgres
-from tasks.backups import fetch_backup
-from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, restore_dump
+from tasks.backups import fetch_backup, first_line
+from tasks.pgtools import DumpUnreadable, FetchResult, PgTools, choose_pg_tools, restore_dump
 from tasks.store import BackupStore
 from tasks.validation import IntegrityPlan, IntegrityTimeout, IntegrityWorker
 
@@ -171,3 +179,167 @@ def move_database_aside(server_dsn: str, name: str, new_name: str, connect_timeo
     """Rename a database out of the way (its sessions are ended first); nothing is dropped."""
     get_run_logger().warning("Moving database %s aside as %s", name, new_name)
     postgres.rename_database(server_dsn, name, new_name, connect_timeout=connect_timeout)
+
+
+# --------------------------------------------------------------------------- where scratch restores go
+
+
+@dataclass(frozen=True)
+class RestoreServer:
+    """The server a scratch restore goes to, reached through a database that exists on
+    it, and which setting chose it: ``scratch`` (RUNBOOK_SCRATCH_DATABASE_URL),
+    ``recovery`` (RUNBOOK_RECOVERY_DATABASE_URL) or ``production`` (neither is set)."""
+
+    dsn: SecretStr
+    source: str
+
+    @property
+    def production(self) -> bool:
+        return self.source == "production"
+
+    @property
+    def note(self) -> str | None:
+        """What the report says when a scratch restore runs on the production server."""
+        if not self.production:
+            return None
+        return (
+            "the scratch restore ran on the production server (neither RUNBOOK_SCRATCH_DATABASE_URL nor "
+            "RUNBOOK_RECOVERY_DATABASE_URL is set): it used the platform's disk, CPU and connections"
+        )
+
+
+def scratch_server(settings: RunbookSettings, platform_dsn: str) -> RestoreServer:
+    """Where backup-verify and drills make their scratch databases: the scratch server,
+    else the recovery server, else (said plainly in the report) the platform's own."""
+    if settings.scratch_database_url is not None:
+        return RestoreServer(dsn=settings.scratch_database_url, source="scratch")
+    if settings.recovery_database_url is not None:
+        # the recovery target itself may not exist yet: reach its server through "postgres"
+        return RestoreServer(dsn=SecretStr(postgres.with_database(settings.recovery_database_url.get_secret_value(), "postgres")), source="recovery")
+    return RestoreServer(dsn=SecretStr(platform_dsn), source="production")
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class Destination:
+    """Where a backup is restored: a server (reached through a database that exists
+    on it), a database name, and whether that database is this run's scratch.
+    ``move_aside``: the name a non-empty database of that name is renamed to before the
+    restore (never before its backup passed the checks). ``created``: the database
+    exists (made by this run, or an empty target restored into as is)."""
+
+    server: SecretStr
+    name: str
+    dsn: SecretStr
+    scratch: bool
+    move_aside: str | None = None
+    created: bool = False
+    moved: bool = False
+    put_back: bool = False
+
+    @property
+    def still_aside(self) -> str | None:
+        """Where the original database is now, when it was moved and not put back."""
+        return self.move_aside if self.moved and not self.put_back else None
+
+
+class RestorePipeline:
+    """One restore, in an order no caller can change: prepare (tools for the server's
+    version), fetch the dump and check its size, sha256 and decompression, and only
+    then move an existing database aside, create the new one and ``pg_restore`` into
+    it; then check what came back. If the restore fails after the move, the half-
+    restored database is dropped (the backup still holds all of it) and the original
+    renamed back. ``failure`` is None, or why the restore did not happen."""
+
+    def __init__(
+        self,
+        store: BackupStore,
+        manifest: Manifest,
+        destination: Destination,
+        settings: RunbookSettings,
+        *,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store, self.manifest, self.destination, self.settings = store, manifest, destination, settings
+        self.notify = notify or (lambda _step: None)
+        self.failure: str | None = None
+
+    def restore(self) -> list[CheckResult]:
+        """Fetch and check the backup, then restore it; the checks made on the way
+        (a restore that did not happen is a failed ``restore`` check)."""
+        destination, settings = self.destination, self.settings
+        server = destination.server.get_secret_value()
+        tools = choose_pg_tools(postgres.inspect_database(server, settings.connect_timeout).server_major, settings.pg_bin_dir)
+        work_dir = settings.verify.work_dir
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="runbook-restore-", dir=work_dir) as scratch:
+            dump_file = Path(scratch) / f"{self.manifest.id}.dump"
+            checks = fetch_and_check(self.store, self.manifest, dump_file)
+            self.notify("fetched")
+            bad = failed(checks, critical_only=True)
+            if bad:
+                self.failure = f"{self.manifest.id} does not match its manifest: " + describe(bad)
+                detail = "not attempted: the stored dump does not match its manifest"
+                if destination.move_aside:
+                    detail += f"; {destination.name} was not touched"
+                return [*checks, CheckResult(name="restore", ok=False, detail=detail)]
+            try:
+                if destination.move_aside:
+                    move_database_aside(server, destination.name, destination.move_aside, settings.connect_timeout)
+                    destination.moved = True
+                if not destination.created:
+                    create_scratch_database(server, destination.name, settings.connect_timeout)
+                    destination.created = True
+                restore_backup(tools, dump_file, destination.dsn.get_secret_value(), settings.backup.restore_jobs)
+            except BaseException as err:  # noqa: BLE001 - an interrupted restore puts the original back too
+                self.failure = first_line(err) + self._put_back()
+                if not isinstance(err, Exception):
+                    raise
+                return [*checks, CheckResult(name="restore", ok=False, detail=self.failure)]
+        self.notify("restored")
+        kind = "scratch database" if destination.scratch else "database"
+        return [*checks, CheckResult(name="restore", ok=True, detail=f"restored into {kind} {destination.name}")]
+
+    def _put_back(self) -> str:
+        """After a failed restore: drop the half-restored database and rename the
+        original back; the sentence the report adds (empty when nothing was moved)."""
+        destination = self.destination
+        if not destination.moved or destination.move_aside is None:
+            return ""
+        server = destination.server.get_secret_value()
+        logger = get_run_logger()
+        try:
+            if destination.created:
+                postgres.drop_database(server, destination.name, connect_timeout=self.settings.connect_timeout)
+                destination.created = False
+            logger.warning("Putting the original database back: %s to %s", destination.move_aside, destination.name)
+            postgres.rename_database(server, destination.move_aside, destination.name, connect_timeout=self.settings.connect_timeout)
+        except Exception as err:  # noqa: BLE001 - said in the report: where the original is
+            logger.error("Could not put the original database back: %s", first_line(err))
+            return (
+                f"; the original database could not be put back ({first_line(err)}): "
+                f"it is kept as {destination.move_aside}"
+            )
+        destination.put_back = True
+        return f"; the original database was put back as {destination.name} (nothing was replaced)"
+
+    def check(self, worker: IntegrityWorker, deep: bool) -> list[CheckResult]:
+        """The integrity checks of backup-verify on the restored database."""
+        return check_integrity(self.destination.dsn.get_secret_value(), self.manifest, self.settings, deep, worker)
+
+    def discard(self) -> None:
+        """Drop this run's scratch database if it made one (also after a failed step;
+        an interrupted run drops it without Prefect, then goes on stopping)."""
+        destination = self.destination
+        if not (destination.scratch and destination.created):
+            return
+        server = destination.server.get_secret_value()
+        try:
+            drop_scratch_database(server, destination.name, self.settings.connect_timeout)
+        except BaseException:
+            postgres.drop_database(server, destination.name, connect_timeout=self.settings.connect_timeout)
+            raise
+        destination.created = False

@@ -209,3 +209,30 @@ def test_the_report_projects_the_rto_and_shows_the_last_drills_side_by_side() ->
     assert [r["outcome"] for r in rows] == ["passed", "failed"]  # newest first
     assert rows[0]["restore"] == "20m00s" and rows[0]["shutdown"] == "skipped"
     assert all(isinstance(v, (str, int, float)) for row in rows for v in row.values())
+
+
+# --------------------------------------------------------------------------- where scratch restores go
+
+
+def test_the_scratch_server_is_validated_like_the_other_dsns_and_chosen_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook.errors import ConfigError
+    from runbook.settings import load_settings
+    from tasks.restore import scratch_server
+
+    for name in ("RUNBOOK_SCRATCH_DATABASE_URL", "RUNBOOK_RECOVERY_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", "mysql://scratch/db")
+    with pytest.raises(ConfigError, match="RUNBOOK_SCRATCH_DATABASE_URL: expected a postgresql://"):
+        load_settings()
+    monkeypatch.delenv("RUNBOOK_SCRATCH_DATABASE_URL")
+
+    production = "postgresql://app:pw@db.example/platform"
+    assert scratch_server(load_settings(), production).source == "production"
+    assert scratch_server(load_settings(), production).note is not None
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", "postgresql://app:pw@recovery.example/platform")
+    server = scratch_server(load_settings(), production)
+    assert server.source == "recovery" and "recovery.example" in server.dsn.get_secret_value()
+    assert "dbname=postgres" in server.dsn.get_secret_value() and server.note is None
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", "postgresql://app:pw@scratch.example/scratch")
+    server = scratch_server(load_settings(), production)
+    assert server.source == "scratch" and server.dsn.get_secret_value() == "postgresql://app:pw@scratch.example/scratch"

@@ -81,6 +81,9 @@ def test_a_drill_passes_and_leaves_rto_rpo_labels_tags_history_and_no_scratch(ba
     assert labels["rpo_ok"] is True and labels["phase_restore_seconds"] > 0
     assert {"drill", "rto-ok", "rpo-ok"} <= set(run.tags)
     assert scratch_databases(platform.admin_dsn, "drill") == []
+    # no scratch or recovery server set: the drill ran on production, and the report says so
+    assert report["restore_server"] == "production" and "production server" in report["notes"][0]
+    assert state.message.endswith("on the production server")
 
     # a second drill: the history artifact has both, performance compares with the first
     state2, report2 = _run()
@@ -94,6 +97,7 @@ def test_a_drill_passes_and_leaves_rto_rpo_labels_tags_history_and_no_scratch(ba
     assert len(rows) == 2 and rows[0]["outcome"] == "passed" and rows[0]["backup"] == backup_id
     markdown = Artifact.get(f"dr-report-{platform.database}".replace("_", "-"))
     assert markdown is not None and "Last runs side by side" in markdown.data and "1,000 GB" in markdown.data
+    assert "the scratch restore ran on the production server" in markdown.data
     records = list(Path(platform.store_url, platform.database, "drills").glob("drill_*.json"))
     assert len(records) == 2
     assert scratch_databases(platform.admin_dsn, "drill") == []
@@ -345,6 +349,103 @@ def test_a_drill_makes_its_scratch_database_on_the_recovery_server_when_one_is_s
     state, report = _run()
     assert state.is_completed(), state.message
     assert report["restored_into"].startswith("runbook_drill_")
+    assert report["restore_server"] == "recovery" and report["notes"] == [] and "production" not in state.message
     with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'not_created_by_a_drill'").fetchone() is None
+    assert scratch_databases(platform.admin_dsn, "drill") == []
+
+
+# --------------------------------------------------------------------------- replacing a database safely
+
+
+def _precious_target(platform: Platform, name: str) -> None:
+    """A recovery target that holds data: what --replace must never lose."""
+    with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(with_database(platform.admin_dsn, name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE precious (id int)")
+        conn.execute("INSERT INTO precious VALUES (42)")
+
+
+def _databases_like(platform: Platform, prefix: str) -> list[str]:
+    with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{prefix}%",)))
+
+
+def _assert_untouched(platform: Platform, name: str) -> None:
+    assert _databases_like(platform, name[:40]) == [name]  # nothing renamed, nothing left beside it
+    with psycopg.connect(with_database(platform.admin_dsn, name)) as conn:
+        assert [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")] == ["precious"]
+        assert conn.execute("SELECT id FROM precious").fetchall() == [(42,)]
+
+
+def test_replace_with_a_corrupt_dump_leaves_the_target_untouched(recovery: Any) -> None:
+    platform, backup_id, name = recovery
+    _precious_target(platform, name)
+    dump = Path(platform.store_url, platform.database, f"{backup_id}.dump.zst")
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    state, report = _run(mode=Mode.RECOVER, confirm=name, replace=True)
+    assert state.is_failed()
+    assert _phases(report)["restore"] == "failed" and "sha256" in state.message
+    assert report["moved_aside"] is None and report["put_back"] is False
+    assert f"{name} was not touched" in " ".join(report["notes"])
+    _assert_untouched(platform, name)
+
+
+def _unrestorable(platform: Platform, backup_id: str) -> None:
+    """A dump that passes every check before the restore (its manifest's sha256 and
+    size, a whole zstd stream) and that pg_restore then refuses."""
+    import hashlib
+
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(b"not a pg_dump archive\n" * 100)
+    Path(platform.store_url, platform.database, f"{backup_id}.dump.zst").write_bytes(data)
+    manifest_file = Path(platform.store_url, platform.database, f"{backup_id}.manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    manifest_file.write_text(json.dumps(manifest))
+
+
+def test_a_restore_failing_after_the_move_puts_the_original_back_and_says_so(recovery: Any) -> None:
+    platform, backup_id, name = recovery
+    _precious_target(platform, name)
+    _unrestorable(platform, backup_id)
+    state, report = _run(mode=Mode.RECOVER, confirm=name, replace=True)
+    assert state.is_failed()
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["sha256"]["ok"] and checks["decompress"]["ok"]  # it got past the checks: the move did happen
+    assert _phases(report)["restore"] == "failed"
+    assert "pg_restore failed" in state.message and "put back" in state.message
+    assert report["put_back"] is True and report["moved_aside"] is None
+    assert any("put back" in note for note in report["notes"])
+    markdown = Artifact.get(f"dr-report-{platform.database}".replace("_", "-"))
+    assert markdown is not None and "put back" in markdown.data
+    _assert_untouched(platform, name)
+
+
+def test_a_drill_whose_restore_fails_drops_its_scratch_database(backed_up: tuple[Platform, str]) -> None:
+    platform, backup_id = backed_up
+    _unrestorable(platform, backup_id)
+    state, report = _run()
+    assert state.is_failed() and "pg_restore failed" in state.message
+    assert report["put_back"] is False and "put back" not in state.message
+    assert scratch_databases(platform.admin_dsn, "drill") == []
+
+
+def test_a_drill_restores_on_the_scratch_server_and_never_touches_production(
+    backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.flows.test_verify import _unreachable
+
+    platform, _ = backed_up
+    # production and the recovery server unreachable: the scratch server is all a drill needs
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", _unreachable(platform, platform.database))
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _unreachable(platform, "recovered"))
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", _dsn_url(platform.admin_dsn, "postgres"))
+    state, report = _run()
+    assert state.is_completed(), state.message
+    assert report["restore_server"] == "scratch" and report["notes"] == []
     assert scratch_databases(platform.admin_dsn, "drill") == []

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prefect.artifacts import Artifact
 
 from flows.backup import BackupParameters, backup
 from flows.backup_verify import VerifyParameters, backup_verify
-from tests.conftest import Platform, scratch_databases
+from tests.conftest import Platform, _dsn_url, scratch_databases
 
 
 @pytest.fixture
@@ -55,6 +56,34 @@ def test_a_good_backup_passes_deep_verification_and_the_outcome_is_recorded(back
     recorded = json.loads(Path(platform.store_url, platform.database, f"{backup_id}.verification.json").read_text())
     assert recorded["outcome"] == "passed" and recorded["deep"] is True
     assert scratch_databases(platform.admin_dsn) == []
+    # neither a scratch nor a recovery server is set: the restore ran on production, and the report says so
+    assert report["restore_server"] == "production" and "production server" in report["notes"][0]
+    assert "restored on the production server" in state.message
+    markdown = Artifact.get(f"backup-verify-{platform.database}".replace("_", "-"))
+    assert markdown is not None and "production server" in markdown.data
+
+
+def test_the_scratch_restore_goes_to_the_scratch_server_and_never_touches_production(
+    backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, backup_id = backed_up
+    # production and the recovery server are now unreachable (a role that does not
+    # exist): verification must not need either once a scratch server is set
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", _unreachable(platform, platform.database))
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _unreachable(platform, "recovered"))
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", _dsn_url(platform.admin_dsn, "postgres"))
+    state, report = _verify()
+    assert state.is_completed(), report
+    assert report["backup_id"] == backup_id and report["restore_server"] == "scratch" and report["notes"] == []
+    assert "production" not in state.message
+    assert scratch_databases(platform.admin_dsn) == []
+
+
+def _unreachable(platform: Platform, database: str) -> str:
+    """A DSN on the test server whose role does not exist: any connection through it fails."""
+    from tasks.postgres import parse_dsn
+
+    return f"postgresql://runbook_no_such_role@/{database}?host={parse_dsn(platform.admin_dsn)['host']}"
 
 
 def test_a_flipped_byte_fails_the_checksum_and_no_restore_is_tried(backed_up: tuple[Platform, str]) -> None:
