@@ -112,6 +112,16 @@ def unused_indexes(indexes: list[IndexInfo]) -> list[IndexInfo]:
     ]
 
 
+def quoted_name(qualified: str) -> str:
+    """``schema.name`` as SQL an operator can paste: each part quoted where PostgreSQL
+    needs it (mixed case, a space, a reserved word), by SQLAlchemy's quoting rules."""
+    from sqlalchemy.dialects import postgresql
+
+    quote = postgresql.dialect().identifier_preparer.quote
+    schema, _, name = qualified.partition(".")
+    return f"{quote(schema)}.{quote(name)}"
+
+
 def invalid_index_checks(indexes: list[IndexInfo]) -> list[CheckResult]:
     bad = [i for i in indexes if not i.valid]
     if not bad:
@@ -120,7 +130,7 @@ def invalid_index_checks(indexes: list[IndexInfo]) -> list[CheckResult]:
         CheckResult(
             name=f"invalid-index:{i.name}", ok=False, critical=False,
             detail=f"left by a failed concurrent build ({human_bytes(i.size_bytes)}, still maintained on every write): "
-            f"DROP INDEX CONCURRENTLY {i.name}; then build it again",
+            f"DROP INDEX CONCURRENTLY {quoted_name(i.name)}; then build it again",
         )
         for i in bad
     ]

@@ -3,6 +3,7 @@ the statistics views say, VACUUM ANALYZE, and building a missing index concurren
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import psycopg
@@ -10,10 +11,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 
-from runbook.cleanup import qualified
+from runbook.errors import ConfigError
 from runbook.maintenance import RECOMMENDED_SETTINGS, IndexInfo, RecommendedIndex
 from tasks import postgres
-from tasks.postgres import SYSTEM_SCHEMAS
+from tasks.postgres import SYSTEM_SCHEMAS, qualified
 
 UNIT_BYTES = {"B": 1, "kB": 1024, "8kB": 8192, "MB": 1024**2, "GB": 1024**3}
 
@@ -126,18 +127,66 @@ def vacuum_analyze_tables(dsn: str, tables: list[str], connect_timeout: int) -> 
     return done
 
 
+def _partitions(conn: psycopg.Connection[Any], table: str) -> tuple[str, list[str]]:
+    """A table's kind ('r' ordinary, 'p' partitioned) and its direct partitions (schema.table)."""
+    schema, _, name = table.partition(".")
+    row = conn.execute(
+        """
+        SELECT c.relkind,
+               ARRAY(SELECT cn.nspname || '.' || cc.relname FROM pg_inherits i
+                     JOIN pg_class cc ON cc.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+                     WHERE i.inhparent = c.oid ORDER BY 1)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s
+        """,
+        (schema, name),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(f"no table {table}: the index cannot be created")
+    return str(row[0]), list(row[1])
+
+
+def partition_index_name(index: str, partition: str) -> str:
+    """The name of ``index``'s part on ``partition`` (PostgreSQL's 63-byte limit kept)."""
+    name = f"{partition.partition('.')[2]}_{index}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[:54].decode(errors='ignore')}_{digest}"
+
+
+def create_index(conn: psycopg.Connection[Any], name: str, table: str, columns: sql.Composable, log: Any) -> None:
+    """CREATE INDEX CONCURRENTLY of ``name`` on ``table`` (an autocommit session). A
+    partitioned table cannot be indexed concurrently: its index is made ON ONLY the
+    table (invalid, no build), each partition's part is built concurrently and
+    attached, and the last attachment makes the whole index valid."""
+    kind, partitions = _partitions(conn, table)
+    schema = table.partition(".")[0]
+    if kind != "p":
+        conn.execute(sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(sql.Identifier(name), qualified(table), columns))
+        return
+    conn.execute(sql.SQL("CREATE INDEX {} ON ONLY {} ({})").format(sql.Identifier(name), qualified(table), columns))
+    for partition in partitions:
+        part = partition_index_name(name, partition)
+        log.info("Building %s on partition %s", part, partition)
+        create_index(conn, part, partition, columns, log)
+        conn.execute(
+            sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+                sql.Identifier(schema, name), sql.Identifier(partition.partition(".")[0], part)
+            )
+        )
+
+
 @task(name="create-index-concurrently", cache_policy=NO_CACHE)
 def create_index_concurrently(dsn: str, wanted: RecommendedIndex, connect_timeout: int) -> str:
-    """CREATE INDEX CONCURRENTLY (no write lock on the table). A failure leaves an
-    INVALID index, which the next run reports."""
-    columns = [
+    """CREATE INDEX CONCURRENTLY (no write lock on the table; on a partitioned table,
+    partition by partition). A failure leaves an INVALID index, which the next run reports."""
+    columns = sql.SQL(", ").join(
         sql.SQL("{} DESC").format(sql.Identifier(c.removesuffix(" DESC"))) if c.endswith(" DESC") else sql.Identifier(c)
         for c in wanted.columns
-    ]
-    statement = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
-        sql.Identifier(wanted.name), qualified(wanted.table), sql.SQL(", ").join(columns)
     )
-    get_run_logger().warning("Creating index %s on %s (%s) concurrently", wanted.name, wanted.table, wanted.ddl_columns())
+    logger = get_run_logger()
+    logger.warning("Creating index %s on %s (%s) concurrently", wanted.name, wanted.table, wanted.ddl_columns())
     with postgres.session(dsn, application="runbook db-maintenance", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
-        conn.execute(statement)
+        create_index(conn, wanted.name, wanted.table, columns, logger)
     return wanted.name
