@@ -170,7 +170,9 @@ def test_archive_then_delete_killed_between_archive_write_and_commit_resumes_wit
         assert conn.execute("SELECT count(*) FROM system_logs").fetchone() == (total - len(expected),)
 
 
-def _policy_run(dsn: str, policy: Policy, key_type: str, batch_size: int) -> tuple[dict[str, object], list[int]]:
+def _policy_run(dsn: str, policy: Policy, key_type: "str | object", batch_size: int) -> tuple[dict[str, object], list[int]]:
+    from runbook.cleanup import BatchKey
+
     from tasks.cleanup import ensure_journal, run_policy
 
     with psycopg.connect(dsn) as conn:
@@ -183,8 +185,9 @@ def _policy_run(dsn: str, policy: Policy, key_type: str, batch_size: int) -> tup
         sizes.append(entry.rows_done - done[0])  # type: ignore[attr-defined]
         done[0] = entry.rows_done  # type: ignore[attr-defined]
 
+    key, kind = (key_type, None) if isinstance(key_type, BatchKey) else ("id", key_type)
     result = run_policy(
-        dsn, policy, "id", key_type, f"run-{policy.name}", policy.cutoff(now), batch_size=batch_size, lock_timeout_ms=2000,
+        dsn, policy, key, kind, f"run-{policy.name}", policy.cutoff(now), batch_size=batch_size, lock_timeout_ms=2000,
         statement_timeout_ms=30000, max_lock_waits=100, long_transaction_s=600, connect_timeout=10, on_batch=on_batch,
     )
     return result, sizes
@@ -265,3 +268,32 @@ def test_batches_wait_while_the_database_is_under_pressure_then_finish_exactly(p
     assert result["rows"] == old and old > 0
     with psycopg.connect(platform.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM system_logs WHERE created_at < %s", (policy.cutoff(now),)).fetchone() == (0,)
+
+
+def test_composite_key_windows_walk_by_row_comparison_and_never_hold_more_than_a_batch(platform: Platform) -> None:
+    """A (text, timestamptz) key, each symbol's older rows selected: windows of 15 keys in
+    key order, each one range statement; the journal's last key is the JSON of the
+    window's end and the walk stops at the last selected key."""
+    import json
+
+    from runbook.cleanup import BatchKey
+
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE pairs (sym text, "at" timestamptz, PRIMARY KEY (sym, "at"))')
+        conn.execute(
+            """INSERT INTO pairs SELECT 's' || (g % 4), now() - make_interval(days => g * 3)
+               FROM generate_series(1, 100) g"""
+        )
+        expected = {r[0] for r in conn.execute("""SELECT (sym, "at")::text FROM pairs WHERE "at" < now() - interval '90 days'""").fetchall()}
+    policy = Policy(name="pairs", table="pairs", time_column="at", older_than_days=90)
+    key = BatchKey(columns=["sym", "at"], types=["text", "timestamp with time zone"])
+    with psycopg.connect(platform.dsn) as conn:
+        plan = plan_policy(conn, policy, key, policy.cutoff(conn.execute("SELECT now()").fetchone()[0]))  # type: ignore[index]
+    assert plan.rows == len(expected) and plan.sample_keys[0].startswith("(s0,") and json.loads(plan.first_key or "")[0] == "s0"
+    result, sizes = _policy_run(platform.dsn, policy, key, 15)  # type: ignore[arg-type]
+    with psycopg.connect(platform.dsn) as conn:
+        left = {r[0] for r in conn.execute('SELECT (sym, "at")::text FROM pairs').fetchall()}
+        last_key = conn.execute("SELECT last_key FROM runbook.cleanup_journal WHERE policy = 'pairs'").fetchone()[0]  # type: ignore[index]
+    assert len(left) == 100 - len(expected) and not (left & expected)
+    assert result["rows"] == len(expected) and sum(sizes) == len(expected) and max(sizes) <= 15
+    assert last_key == plan.last_key  # stopped at the last selected key, not at the end of the table
