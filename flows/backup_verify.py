@@ -25,6 +25,7 @@ from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
+from runbook.times import maybe_team_time, show
 from tasks import postgres
 from tasks.backups import read_catalog_task, record_verification
 from tasks.restore import Destination, RestorePipeline, RestoreServer, scratch_server
@@ -36,7 +37,10 @@ class VerifyParameters(BaseModel):
     """Which backup to verify, and how deeply."""
 
     backup_id: str | None = Field(None, description="A backup id such as backup_20261129_073000. Unset: the latest DONE.")
-    at: datetime | None = Field(None, description="Take the latest DONE backup at or before this time.")
+    at: datetime | None = Field(
+        None,
+        description="Take the latest DONE backup at or before this time. Without an offset: in the team's timezone (RUNBOOK_TIMEZONE).",
+    )
     deep: bool = Field(
         False,
         description="Also compare per-table content fingerprints (needs a backup made with fingerprints) "
@@ -86,7 +90,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     if params.backup_id and params.backup_id not in {m.id for m in manifests}:
         if dump_key(database, params.backup_id) in store.list_keys(f"{database}/"):
             return _manifest_missing(params, database, store.url)
-    manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=params.at)
+    manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=maybe_team_time(params.at, settings.timezone))
     if params.deep and not manifest.fingerprints:
         raise ConfigError(
             f"deep verification needs fingerprints, and {manifest.id} has none: "
@@ -135,7 +139,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     }
     create_markdown_artifact(
         key=artifact_key("backup-verify", database),
-        markdown=_report(manifest, checks, result, report["notes"]),
+        markdown=_report(manifest, checks, result, report["notes"], settings.timezone),
         description=f"Verification of {manifest.id}: {result}",
     )
     create_table_artifact(
@@ -171,13 +175,13 @@ def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -
     return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)
 
 
-def _report(manifest: Manifest, checks: list[CheckResult], result: str, notes: list[str]) -> str:
+def _report(manifest: Manifest, checks: list[CheckResult], result: str, notes: list[str], zone: str) -> str:
     return "\n".join(
         [
             f"# Verification of {manifest.id}: {result}",
             "",
             *(f"- **{note}**" for note in notes),
-            f"- database: `{manifest.database}`, snapshot {manifest.snapshot_at.isoformat() if manifest.snapshot_at else '-'}",
+            f"- database: `{manifest.database}`, snapshot {show(manifest.snapshot_at, zone) if manifest.snapshot_at else '-'}",
             f"- size: {human_size(manifest.size_bytes)}, sha256 `{manifest.sha256}`",
             f"- checks: {len(checks)} run, {len(failed(checks))} failed ({len(failed(checks, critical_only=True))} critical)",
             "",

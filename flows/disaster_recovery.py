@@ -39,6 +39,7 @@ from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings
 from runbook.target import Target, prepare
+from runbook.times import maybe_team_time, show
 from tasks import postgres
 from tasks.backups import first_line, read_catalog_task, read_drill_history, record_drill
 from tasks.hooks import check_platform_http, run_hook_step
@@ -68,7 +69,11 @@ class DrParameters(BaseModel):
 
     mode: Mode = Field(Mode.DRILL, description="drill: restore into a scratch database, touch nothing live. recover: the real thing.")
     backup_id: str | None = Field(None, description="A backup id such as backup_20261129_073000. Unset: the latest DONE.")
-    at: datetime | None = Field(None, description="Take the latest DONE backup at or before this time (a backup date).")
+    at: datetime | None = Field(
+        None,
+        description="Take the latest DONE backup at or before this time (a backup date). "
+        "Without an offset: in the team's timezone (RUNBOOK_TIMEZONE).",
+    )
     keep_restored: bool = Field(False, description="Drill: keep the scratch database afterwards (it is dropped otherwise).")
     replace: bool = Field(
         False,
@@ -79,7 +84,7 @@ class DrParameters(BaseModel):
     incident_at: datetime | None = Field(
         None,
         description="Recover: when the incident began; unless a backup is chosen, the latest DONE backup at or before it "
-        "is restored. Unset: this run's start.",
+        "is restored. Without an offset: in the team's timezone (RUNBOOK_TIMEZONE). Unset: this run's start.",
     )
     confirm: str | None = Field(
         None,
@@ -111,8 +116,16 @@ class Findings:
 # --------------------------------------------------------------------------- before anything is touched
 
 
+def read_times(params: DrParameters, zone: str) -> DrParameters:
+    """``at`` and ``incident_at`` as typed on the CLI or in the UI's form: without an
+    offset they are wall-clock times in the team's timezone."""
+    return params.model_copy(update={"at": maybe_team_time(params.at, zone), "incident_at": maybe_team_time(params.incident_at, zone)})
+
+
 def check_parameters(params: DrParameters, settings: RunbookSettings, started_at: datetime) -> datetime:
-    """Refuse contradictory parameters; return the incident time."""
+    """Refuse contradictory parameters; return the incident time (a time without an
+    offset is read in the team's timezone)."""
+    params = read_times(params, settings.timezone)
     if params.mode is Mode.RECOVER and settings.recovery_database_url is None:
         raise ConfigError("a recovery restores into RUNBOOK_RECOVERY_DATABASE_URL: set it to the recovery target's postgresql:// DSN")
     if params.backup_id and params.at:
@@ -124,23 +137,23 @@ def check_parameters(params: DrParameters, settings: RunbookSettings, started_at
     if params.keep_restored:
         raise ConfigError("keep_restored applies to drills: a recovery always keeps what it restored")
     incident_at = params.incident_at or started_at
-    if incident_at.tzinfo is None:
-        incident_at = incident_at.replace(tzinfo=timezone.utc)
     if incident_at > started_at + timedelta(minutes=1):
-        raise ConfigError(f"incident_at {incident_at.isoformat()} is in the future")
+        raise ConfigError(f"incident_at {show(incident_at, settings.timezone)} is in the future")
     return incident_at
 
 
-def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: datetime) -> Manifest:
+def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: datetime, zone: str = "UTC") -> Manifest:
     """The given backup, or the latest DONE at or before ``at``, or (the default) the
-    latest DONE at or before the incident: a later one may already hold the damage."""
+    latest DONE at or before the incident: a later one may already hold the damage.
+    Times without an offset are in ``zone``, the team's timezone."""
+    params = read_times(params, zone)
     at = params.at or (incident_at if params.mode is Mode.RECOVER and not params.backup_id else None)
     manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=at)
     taken = manifest.snapshot_at or manifest.started_at
     if taken > incident_at:
         raise ConfigError(
-            f"{manifest.id} was taken at {taken.isoformat(timespec='seconds')}, after the incident time "
-            f"{incident_at.isoformat(timespec='seconds')}: it may hold the damage; choose a backup at or before it"
+            f"{manifest.id} was taken at {show(taken, zone)}, after the incident time "
+            f"{show(incident_at, zone)}: it may hold the damage; choose a backup at or before it"
         )
     return manifest
 
@@ -317,7 +330,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
     manifests, _ = read_catalog_task(store, database)
-    manifest = choose_backup(manifests, params, incident_at)
+    manifest = choose_backup(manifests, params, incident_at, settings.timezone)
     scratch = scratch_server(settings, target.dsn)
     destination = plan_destination(params, settings, target, manifest, scratch)
     pipeline = RestorePipeline(store, manifest, destination, settings)
@@ -364,7 +377,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                 findings.analyze.wait()
             if not params.keep_restored:
                 pipeline.discard()
-    report = _report(record, findings, previous, store, destination, params, scratch if destination.scratch else None)
+    report = _report(record, findings, previous, store, destination, params, scratch if destination.scratch else None, settings.timezone)
     if labelled is not None:
         labelled.result()
     return report
@@ -421,6 +434,7 @@ def _report(
     destination: Destination,
     params: DrParameters,
     scratch: RestoreServer | None,
+    zone: str,
 ) -> Any:
     """Record the run (store, artifacts) and end it Completed or Failed."""
     logger = get_run_logger()
@@ -432,12 +446,12 @@ def _report(
         notes.append(scratch.note)
     create_table_artifact(
         key=artifact_key("dr-history", record.database),
-        table=dr.history_rows([record, *previous]),
+        table=dr.history_rows([record, *previous], zone),
         description=f"Drills and recoveries of {record.database}, newest first",
     )
     create_markdown_artifact(
         key=artifact_key("dr-report", record.database),
-        markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept, notes=notes),
+        markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept, notes=notes, zone=zone),
         description=f"{record.mode} of {record.database}: {record.outcome}",
     )
     report = {

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,22 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_time(value: str) -> datetime:
+    """An ISO time; one without an offset stays naive here and is read in the team's
+    timezone (RUNBOOK_TIMEZONE) once the settings are loaded (``_team_time``)."""
+    from runbook.times import parse_time
+
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO time such as 2026-11-29T07:00:00+09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return parse_time(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _team_time(moment: datetime | None) -> datetime | None:
+    """A time from the command line, without an offset read in the team's timezone."""
+    from runbook.settings import load_settings
+    from runbook.times import maybe_team_time
+
+    return maybe_team_time(moment, load_settings().timezone)
 
 
 def _positive(value: str) -> int:
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backup-verify", parents=[common], help="verify a backup (§6.2)")
     p.add_argument("--backup-id", help="the backup to verify (default: the latest DONE)")
-    p.add_argument("--at", type=_parse_time, help="verify the latest DONE backup at or before this time")
+    p.add_argument("--at", type=_parse_time, help="verify the latest DONE backup at or before this time (no offset: RUNBOOK_TIMEZONE)")
     p.add_argument("--deep", action="store_true", help="also compare content fingerprints")
 
     sub.add_parser("backup-list", parents=[common], help="list the backups")
@@ -95,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dr_common = _Parser(add_help=False)
     dr_common.add_argument("--backup-id", help="the backup to restore (default: the latest DONE)")
-    dr_common.add_argument("--at", type=_parse_time, help="restore the latest DONE backup at or before this time")
+    dr_common.add_argument("--at", type=_parse_time, help="restore the latest DONE backup at or before this time (no offset: RUNBOOK_TIMEZONE)")
     dr_common.add_argument("--rto-minutes", type=_positive_minutes, default=240.0, help="RTO target (default 240, §6.3)")
     dr_common.add_argument("--rpo-minutes", type=_positive_minutes, default=60.0, help="RPO target (default 60, §6.3)")
 
@@ -105,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("disaster-recovery", parents=[common, dr_common], help="recover into RUNBOOK_RECOVERY_DATABASE_URL (§6.4)")
     p.add_argument("--confirm", metavar="DATABASE", help="the recovery target's database name, typed to confirm (required)")
     p.add_argument("--replace", action="store_true", help="move a non-empty target aside (renamed, kept) and restore into a new one")
-    p.add_argument("--incident-at", type=_parse_time, help="when the incident began (default: now)")
+    p.add_argument("--incident-at", type=_parse_time, help="when the incident began (no offset: RUNBOOK_TIMEZONE; default: now)")
 
     p = sub.add_parser("deploy-verify", parents=[common], help="verify a deploy; roll back a bad production deploy (§1.4-1.5)")
     p.add_argument("--env", dest="environment", choices=["staging", "production"], default="staging", help="default: staging")
@@ -165,7 +176,7 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
     if name == "backup-verify":
         from flows.backup_verify import VerifyParameters, backup_verify
 
-        params = VerifyParameters(backup_id=args.backup_id, at=args.at, deep=args.deep)
+        params = VerifyParameters(backup_id=args.backup_id, at=_team_time(args.at), deep=args.deep)
         return _run_flow(backup_verify, params=params)
     if name == "backup-list":
         from flows.backup_list import backup_list
@@ -178,7 +189,7 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
     if name in ("dr-drill", "disaster-recovery"):
         from flows.disaster_recovery import DrParameters, Mode, disaster_recovery
 
-        common = dict(backup_id=args.backup_id, at=args.at, rto_target_minutes=args.rto_minutes, rpo_target_minutes=args.rpo_minutes)
+        common = dict(backup_id=args.backup_id, at=_team_time(args.at), rto_target_minutes=args.rto_minutes, rpo_target_minutes=args.rpo_minutes)
         if name == "dr-drill":
             params = DrParameters(mode=Mode.DRILL, keep_restored=args.keep_restored, **common)
         else:
@@ -187,7 +198,9 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
                     "a recovery needs --confirm <database>: the name of the database in RUNBOOK_RECOVERY_DATABASE_URL "
                     "(from the Prefect UI, the run pauses and asks instead)"
                 )
-            params = DrParameters(mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=args.incident_at, **common)
+            params = DrParameters(
+                mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=_team_time(args.incident_at), **common
+            )
         return _run_flow(disaster_recovery, params=params)
     if name == "deploy-verify":
         from flows.deploy_verify import DeployVerifyParameters, deploy_verify

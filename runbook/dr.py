@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from runbook.checks import CheckResult, checks_markdown, failed
 from runbook.schema import SecurityPosture, TableSecurity
+from runbook.times import show
 
 GB = 1000**3
 DEFAULT_RTO = timedelta(hours=4)
@@ -324,12 +325,13 @@ def drill_outcome(phases: list[PhaseTiming], checks: list[CheckResult], rpo: Ver
     return "passed-with-warnings" if failed(checks) else "passed"
 
 
-def history_rows(records: list[DrillRecord]) -> list[dict[str, str | float]]:
-    """The table artifact: one row per run, newest first, scalars only."""
+def history_rows(records: list[DrillRecord], zone: str = "UTC") -> list[dict[str, str | float]]:
+    """The table artifact: one row per run, newest first, scalars only; times in
+    ``zone`` (the team's) with their offset."""
     rows = []
     for record in sorted(records, key=lambda r: r.started_at, reverse=True):
         row: dict[str, str | float] = {
-            "started": record.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "started": show(record.started_at, zone).replace("T", " "),
             "mode": record.mode,
             "backup": record.backup_id,
             "outcome": record.outcome,
@@ -351,28 +353,29 @@ def report_markdown(
     target_database: str,
     kept: bool,
     notes: list[str] | None = None,
+    zone: str = "UTC",
 ) -> str:
     """The run's report: verdicts, notes (where the restore ran, what became of a
     replaced database), the phase timeline, the checks, the last drills side by side
-    and the RTO projected to the data sizes of §7.1."""
+    and the RTO projected to the data sizes of §7.1. Times in ``zone`` (the team's), with their offset."""
     title = "Disaster-recovery drill" if record.mode == "drill" else "Disaster recovery"
     lines = [
         f"# {title} of `{record.database}`: {record.outcome}",
         "",
         f"- backup `{record.backup_id}`, restored into `{target_database}`"
         + (" (kept)" if kept else (" (dropped at the end)" if record.mode == "drill" else "")),
-        f"- incident time {record.incident_at.isoformat(timespec='seconds')}",
+        f"- incident time {show(record.incident_at, zone)}, run started {show(record.started_at, zone)}",
         f"- {record.rpo.message}",
         f"- {record.rto.message}" if record.rto else "- RTO not achieved: the phases did not reach the end of step 5",
         *(f"- **{note}**" for note in notes or []),
         "",
         "## Phases (§6.4)",
         "",
-        "| # | phase | status | started | seconds | detail |",
+        f"| # | phase | status | started ({show(record.started_at, zone)[-6:]}) | seconds | detail |",
         "|---|---|---|---|---|---|",
     ]
     for number, phase in enumerate(record.phases, 1):
-        started = phase.started_at.strftime("%H:%M:%S") if phase.started_at else "-"
+        started = show(phase.started_at, zone)[11:19] if phase.started_at else "-"
         detail = phase.detail.replace("|", "\\|")
         lines.append(f"| {number} | {phase.name} | {phase.status.value} | {started} | {phase.seconds:.1f} | {detail} |")
     if checks:
@@ -398,7 +401,7 @@ def report_markdown(
     runs = [record, *previous]
     if len(runs) > 1:
         lines += ["", "## Last runs side by side", ""]
-        rows = history_rows(runs)
+        rows = history_rows(runs, zone)
         columns = list(rows[0])
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))

@@ -205,6 +205,11 @@ def test_the_report_projects_the_rto_and_shows_the_last_drills_side_by_side() ->
     assert "| projected: 1,000 GB | 33h20m00s | no: exceeds 4h00m00s |" in text
     assert "beyond about 120 GB" in text
     assert "Last runs side by side" in text and text.count("backup_20261129_020000") >= 3
+    # times in the team's timezone, with their offset
+    assert "- incident time 2026-11-29T03:00:00+00:00" in text
+    tokyo = report_markdown(record, [], [older], timedelta(hours=4), "runbook_drill_x", kept=False, zone="Asia/Tokyo")
+    assert "- incident time 2026-11-29T12:00:00+09:00" in tokyo and "| started (+09:00) |" in tokyo
+    assert history_rows([record], "Asia/Tokyo")[0]["started"] == "2026-11-29 12:00:00+09:00"
     rows = history_rows([older, record])
     assert [r["outcome"] for r in rows] == ["passed", "failed"]  # newest first
     assert rows[0]["restore"] == "20m00s" and rows[0]["shutdown"] == "skipped"

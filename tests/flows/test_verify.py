@@ -166,3 +166,35 @@ def test_deep_verification_of_a_backup_without_fingerprints_is_refused(platform:
     state, report = _verify(deep=True)
     assert state.is_failed()
     assert "fingerprint" in str(report)
+
+
+def test_a_time_without_an_offset_selects_the_backup_as_read_in_the_team_timezone(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)  # the default: Asia/Tokyo, UTC+9
+    first = backup(BackupParameters(prune=False))["backup_id"]
+    time.sleep(1.1)  # backup ids are to the second
+    second = backup(BackupParameters(prune=False))["backup_id"]
+    now = datetime.now(timezone.utc)
+    for backup_id, hours_ago in ((first, 12), (second, 3)):
+        _, manifest_file = _files(platform, backup_id)
+        manifest = json.loads(manifest_file.read_text())
+        manifest["snapshot_at"] = (now - timedelta(hours=hours_ago)).isoformat()
+        manifest_file.write_text(json.dumps(manifest))
+    # two hours ago as a UTC wall clock, typed without an offset: in Tokyo that is
+    # eleven hours ago, after the first backup and before the second
+    typed = (now - timedelta(hours=2)).replace(tzinfo=None)
+    state, report = _verify(at=typed)
+    assert report["backup_id"] == first, state.message
+
+
+def test_the_cli_reads_at_in_the_team_timezone(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import runbook_here
+
+    monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)
+    done = runbook_here("backup-verify", "--at", "2000-01-01T09:00:00", env={}, monkeypatch=monkeypatch)
+    assert done.returncode == 2
+    assert "no DONE backup at or before 2000-01-01T09:00:00+09:00" in done.stderr
