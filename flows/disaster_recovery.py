@@ -36,6 +36,7 @@ from runbook import dr
 from runbook.backups import Manifest, human_size, select_backup
 from runbook.checks import CheckResult, describe, failed
 from runbook.errors import ConfigError
+from runbook.masking import dsn_url
 from runbook.reports import artifact_key, expected_failures
 from runbook.settings import HookStep, RunbookSettings
 from runbook.target import Target, prepare
@@ -210,11 +211,14 @@ def confirm_recovery(params: DrParameters, name: str, settings: RunbookSettings)
 # --------------------------------------------------------------------------- the phases of §6.4
 
 
-def hook_env(destination: Destination, mode: Mode) -> dict[str, SecretStr]:
+def hook_env(destination: Destination, mode: Mode) -> dict[str, str | SecretStr]:
+    """What a hook gets besides PATH, HOME, LANG and its own ``env`` names: the mode, the
+    restored database's name and a postgresql:// URL of it (a secret: masked in the
+    hook's output in every form, its password alone included)."""
     return {
-        "RUNBOOK_DR_MODE": SecretStr(mode.value),
-        "RUNBOOK_RESTORED_DATABASE": SecretStr(destination.name),
-        "RUNBOOK_RESTORED_DATABASE_URL": destination.dsn,
+        "RUNBOOK_DR_MODE": mode.value,
+        "RUNBOOK_RESTORED_DATABASE": destination.name,
+        "RUNBOOK_RESTORED_DATABASE_URL": SecretStr(dsn_url(destination.dsn.get_secret_value())),
     }
 
 
