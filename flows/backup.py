@@ -82,7 +82,8 @@ class DumpProgress:
     timeout_seconds=6 * 3600,
 )
 def dump_database(
-    dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool
+    dsn: str, store: BackupStore, tools: PgTools, info: ServerInfo, settings: RunbookSettings, fingerprint: bool,
+    instance: str | None = None,
 ) -> Manifest:
     """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest.
     A transient store or connection failure fails this attempt (its manifest FAILED, its
@@ -90,7 +91,7 @@ def dump_database(
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
     progress = DumpProgress(info, create_progress_artifact(progress=0.0, description=f"Dump of {info.database}"))
-    logger.info("Dumping %s into %s", info.database, store.url)
+    logger.info("Dumping %s into %s/%s", info.database, store.url, instance or info.database)
     started = datetime.now(timezone.utc)
     try:
         manifest = backup_tasks.make_backup(
@@ -104,6 +105,7 @@ def dump_database(
             flow_run_id=str(flow_run.get_id() or ""),
             on_progress=progress.seen,
             log=logger.info,
+            instance=instance,
         )
     finally:
         progress.stop()
@@ -123,18 +125,19 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     info = inspect_database(target.dsn, settings.connect_timeout)
     tools = choose_tools(settings, info)
     fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
-    manifest = dump_database(target.dsn, store, tools, info, settings, fingerprint)
+    manifest = dump_database(target.dsn, store, tools, info, settings, fingerprint, target.instance)
 
     retention: dict[str, Any] | None = None
     if params.prune:
         from flows.backup_prune import apply_retention
 
-        retention = apply_retention(settings, store, info.database, dry_run=params.prune_dry_run)
+        retention = apply_retention(settings, store, info.database, dry_run=params.prune_dry_run, instance=target.instance)
 
     summary = {
         "backup_id": manifest.id,
         "status": manifest.status.value,
         "database": manifest.database,
+        "instance": manifest.instance,
         "store": store.url,
         "size_bytes": manifest.size_bytes,
         "raw_bytes": manifest.raw_bytes,
@@ -158,7 +161,7 @@ def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None
         f"# Backup {manifest.id}: {manifest.status.value}",
         "",
         f"- database: `{manifest.database}` (PostgreSQL {manifest.server_version}, pg_dump {manifest.pg_dump_version})",
-        f"- store: `{store_url}`",
+        f"- store: `{store_url}`, instance `{manifest.instance}`",
         f"- snapshot: {manifest.snapshot_at.isoformat() if manifest.snapshot_at else '-'}",
         f"- size: {human_size(manifest.size_bytes)} compressed, {human_size(manifest.raw_bytes)} raw ({manifest.compression})",
         f"- sha256: `{manifest.sha256}`",

@@ -153,7 +153,7 @@ def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_ha
         )
         assert json.loads(status.stdout)["sandbox"] == "running"
         assert "scale=1" in json.loads(status.stdout)["data"]
-        assert list((tmp_path / "rb" / "backups" / "platform").glob("*.dump.zst"))
+        assert list((tmp_path / "rb" / "backups" / "local-5432-platform").glob("*.dump.zst"))
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120

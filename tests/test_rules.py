@@ -162,3 +162,15 @@ def test_objects_without_a_manifest_are_orphans() -> None:
         "db/notes.txt",
     ]
     assert orphaned_keys(keys) == ["db/backup_20261129_020000.dump.zst", "db/backup_20261129_020000.verification.json"]
+
+
+def test_backup_keys_live_under_the_instance_and_older_manifests_under_their_database() -> None:
+    from datetime import datetime, timezone
+
+    from runbook.backups import BackupStatus, Manifest, dump_key, manifest_key, verification_key
+
+    assert dump_key("db.example.com-5432-postgres", "backup_20261129_070000") == "db.example.com-5432-postgres/backup_20261129_070000.dump.zst"
+    assert manifest_key("staging", "backup_1").startswith("staging/") and verification_key("staging", "backup_1").startswith("staging/")
+    now = datetime.now(timezone.utc)
+    assert Manifest(id="backup_1", status=BackupStatus.DONE, database="postgres", instance="prod", started_at=now).dump_key == "prod/backup_1.dump.zst"
+    assert Manifest(id="backup_1", status=BackupStatus.DONE, database="postgres", started_at=now).dump_key == "postgres/backup_1.dump.zst"
