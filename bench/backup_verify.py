@@ -826,6 +826,10 @@ def point_runbook_at(dsn: str, store_dir: Path, work: Path) -> None:
     and homes under the work folder."""
     os.environ["RUNBOOK_DATABASE_URL"] = dsn
     os.environ["RUNBOOK_BACKUP_STORE"] = str(store_dir)
+    # backups under <store>/<database>/, where the benchmark reads the dumps back
+    from tasks.postgres import database_name
+
+    os.environ["RUNBOOK_INSTANCE"] = database_name(dsn)
     os.environ["RUNBOOK_HOME"] = str(work / "home")
     os.environ["PREFECT_HOME"] = str(work / "prefect-home")
 

@@ -1,11 +1,14 @@
 """Serve every deployment of prefect.yaml from this process, with its schedule and
 parameters, without a work pool: ``python -m deployments.serve``. For production use
 ``prefect deploy --all`` and workers (see the README); this is the same set of
-deployments for a single machine."""
+deployments for a single machine, with the same settings: the work pool's ``env`` job
+variables of prefect.yaml are applied to this process, whose runs inherit them (a
+served deployment has no work pool to take job variables)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,29 @@ def load_flow(entrypoint: str) -> Any:
     module_path, name = entrypoint.split(":")
     module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
     return getattr(module, name)
+
+
+def job_env(path: Path = SPEC) -> dict[str, str]:
+    """The ``env`` job variables of prefect.yaml's deployments (one work pool, one env)."""
+    envs = {
+        tuple(sorted(((spec.get("work_pool") or {}).get("job_variables") or {}).get("env", {}).items()))
+        for spec in load_spec(path)
+    }
+    if len(envs) != 1:
+        raise ValueError(f"{path}: the deployments' work pools set different env job variables; serve needs one")
+    env = {str(name): str(value) for name, value in envs.pop()}
+    templated = [name for name, value in env.items() if "{{" in value]
+    if templated:
+        raise ValueError(f"{path}: serve cannot render the templates in {', '.join(templated)}: name a Variable instead")
+    return env
+
+
+def apply_job_env(path: Path = SPEC) -> dict[str, str]:
+    """Set prefect.yaml's env in this process (it wins over the environment, as a
+    worker's job variables do), for the served runs to inherit."""
+    env = job_env(path)
+    os.environ.update(env)
+    return env
 
 
 def runner_deployments(path: Path = SPEC) -> list[Any]:
@@ -51,6 +77,7 @@ def runner_deployments(path: Path = SPEC) -> list[Any]:
 def main() -> None:
     from prefect import serve
 
+    apply_job_env()
     serve(*runner_deployments())
 
 

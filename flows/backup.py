@@ -98,6 +98,7 @@ def dump_database(
     settings: RunbookSettings,
     fingerprint: bool,
     deadline: float | None = None,
+    instance: str | None = None,
 ) -> Manifest:
     """Lock, snapshot, count, stream pg_dump through zstd into the store, write the manifest.
     A transient store or connection failure fails this attempt (its manifest FAILED, its
@@ -106,7 +107,7 @@ def dump_database(
     logger = get_run_logger()
     backup_settings = settings.backup.model_copy(update={"fingerprint": fingerprint})
     progress = DumpProgress(info, create_progress_artifact(progress=0.0, description=f"Dump of {info.database}"))
-    logger.info("Dumping %s into %s", info.database, store.url)
+    logger.info("Dumping %s into %s/%s", info.database, store.url, instance or info.database)
     started = datetime.now(timezone.utc)
     try:
         manifest = backup_tasks.make_backup(
@@ -121,6 +122,7 @@ def dump_database(
             on_progress=progress.seen,
             log=logger.info,
             deadline=deadline,
+            instance=instance,
         )
     finally:
         progress.stop()
@@ -148,18 +150,19 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
     # Prefect's own task timeout backs the deadline up, should the dump's watchdog fail.
     dump = dump_database.with_options(timeout_seconds=settings.backup.timeout_seconds + 60)
-    manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline)
+    manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline, target.instance)
 
     retention: dict[str, Any] | None = None
     if params.prune:
         from flows.backup_prune import apply_retention
 
-        retention = apply_retention(settings, store, info.database, dry_run=params.prune_dry_run)
+        retention = apply_retention(settings, store, info.database, dry_run=params.prune_dry_run, instance=target.instance)
 
     summary = {
         "backup_id": manifest.id,
         "status": manifest.status.value,
         "database": manifest.database,
+        "instance": manifest.instance,
         "store": store.url,
         "size_bytes": manifest.size_bytes,
         "raw_bytes": manifest.raw_bytes,
@@ -184,7 +187,7 @@ def _report(manifest: Manifest, store_url: str, retention: dict[str, Any] | None
         f"# Backup {manifest.id}: {manifest.status.value}",
         "",
         f"- database: `{manifest.database}` (PostgreSQL {manifest.server_version}, pg_dump {manifest.pg_dump_version})",
-        f"- store: `{store_url}`",
+        f"- store: `{store_url}`, instance `{manifest.instance}`",
         f"- snapshot: {manifest.snapshot_at.isoformat() if manifest.snapshot_at else '-'}",
         f"- size: {human_size(manifest.size_bytes)} compressed, {human_size(manifest.raw_bytes)} raw ({manifest.compression})",
         f"- sha256: `{manifest.sha256}`",

@@ -23,7 +23,7 @@ def backup_list() -> dict[str, Any]:
     settings, target = prepare()
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = database_name(target.dsn)
-    manifests, verifications = read_catalog_task(store, database)
+    manifests, verifications = read_catalog_task(store, target.instance)
     now = datetime.now(timezone.utc)
     rows = []
     for manifest in sorted(manifests, key=lambda m: m.id, reverse=True):
@@ -44,6 +44,6 @@ def backup_list() -> dict[str, Any]:
     create_table_artifact(
         key=artifact_key("backup-list", database),
         table=[{k: v for k, v in row.items() if k not in ("size_bytes", "error")} for row in rows] or [{"id": "no backups"}],
-        description=f"Backups of {database} in {store.url}",
+        description=f"Backups of {database} in {store.url}/{target.instance}",
     )
-    return {"database": database, "store": store.url, "backups": rows}
+    return {"database": database, "instance": target.instance, "store": store.url, "backups": rows}

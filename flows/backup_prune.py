@@ -27,11 +27,15 @@ class PruneParameters(BaseModel):
 
 
 @task(name="prune-backups", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def apply_retention(settings: RunbookSettings, store: BackupStore, database: str, *, dry_run: bool) -> dict[str, Any]:
-    """Plan retention from the catalog, publish the plan, then delete what it marks
-    (nothing when ``dry_run``). The newest DONE and newest verified backups are always kept."""
+def apply_retention(
+    settings: RunbookSettings, store: BackupStore, database: str, *, dry_run: bool, instance: str | None = None
+) -> dict[str, Any]:
+    """Plan retention from the catalog of one instance (default: the database name),
+    publish the plan, then delete what it marks (nothing when ``dry_run``). The newest
+    DONE and newest verified backups are always kept; other instances are never read."""
     logger = get_run_logger()
-    manifests, verifications = backup_tasks.read_catalog(store, database)
+    prefix = instance or database
+    manifests, verifications = backup_tasks.read_catalog(store, prefix)
     decisions = plan_retention(manifests, verifications, settings.retention, timezone_name=settings.timezone)
     create_table_artifact(
         key=artifact_key("backup-retention", database),
@@ -41,7 +45,7 @@ def apply_retention(settings: RunbookSettings, store: BackupStore, database: str
         ],
         description=f"Retention plan for {database} ({'dry run' if dry_run else 'applied'})",
     )
-    removed, orphans = backup_tasks.prune(store, database, decisions, dry_run=dry_run)
+    removed, orphans = backup_tasks.prune(store, prefix, decisions, dry_run=dry_run)
     verb = "Would remove" if dry_run else "Removed"
     for backup_id in removed:
         logger.info("%s backup %s from %s", verb, backup_id, store.url)
@@ -57,4 +61,4 @@ def backup_prune(params: PruneParameters = PruneParameters()) -> dict[str, Any]:
     default). Dry run by default: the plan is published as an artifact."""
     settings, target = prepare()
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
-    return apply_retention(settings, store, database_name(target.dsn), dry_run=params.dry_run)
+    return apply_retention(settings, store, database_name(target.dsn), dry_run=params.dry_run, instance=target.instance)

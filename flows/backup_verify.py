@@ -86,9 +86,9 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     settings, target = prepare()
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
-    manifests, _ = read_catalog_task(store, database)
+    manifests, _ = read_catalog_task(store, target.instance)
     if params.backup_id and params.backup_id not in {m.id for m in manifests}:
-        if dump_key(database, params.backup_id) in store.list_keys(f"{database}/"):
+        if dump_key(target.instance, params.backup_id) in store.list_keys(f"{target.instance}/"):
             return _manifest_missing(params, database, store.url)
     manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=maybe_team_time(params.at, settings.timezone))
     if params.deep and not manifest.fingerprints:

@@ -138,7 +138,7 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
                         batch_size=batch_size, lock_timeout_ms=settings.cleanup.lock_timeout_ms,
                         statement_timeout_ms=settings.cleanup.statement_timeout_ms, max_lock_waits=settings.cleanup.max_lock_waits,
                         long_transaction_s=settings.cleanup.long_transaction_seconds, connect_timeout=settings.connect_timeout,
-                        on_batch=on_batch, store=store, database=database,
+                        on_batch=on_batch, store=store, database=target.instance,  # archives go under this platform's instance
                         bounds=Bounds(first=planned.first_key, last=planned.last_key, rows=planned.rows),
                     )
                 )
@@ -157,7 +157,7 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
     progress.report(f"clean-up of {database}", done, max(done, 1))
     report["results"] = results
     if store is not None:
-        report["archive"] = f"{store.url}/{database}/archive/"
+        report["archive"] = f"{store.url}/{target.instance}/archive/"
     report["vacuumed"] = touched if settings.cleanup.vacuum else []
     create_markdown_artifact(
         key=artifact_key("data-cleanup", database),

@@ -333,12 +333,12 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     incident_at = check_parameters(params, settings, started_at)
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     database = postgres.database_name(target.dsn)
-    manifests, _ = read_catalog_task(store, database)
+    manifests, _ = read_catalog_task(store, target.instance)  # this platform's backups only
     manifest = choose_backup(manifests, params, incident_at, settings.timezone)
     scratch = scratch_server(settings, target.dsn)
     destination = plan_destination(params, settings, target, manifest, scratch)
     pipeline = RestorePipeline(store, manifest, destination, settings)
-    previous = read_drill_history(store, database, settings.dr.history)
+    previous = read_drill_history(store, target.instance, settings.dr.history)
     platform_url = settings.dr.platform_url or (settings.platform_url if params.mode is Mode.RECOVER else None)
     logger.info("%s of %s from %s into %s", params.mode.value.title(), database, manifest.id, destination.name)
 
@@ -369,7 +369,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                     findings.checks += post_recovery_checks(destination, manifest, params, settings, target, previous, findings)
                 except Exception as err:  # noqa: BLE001 - a check that could not run is a failed check
                     findings.checks.append(CheckResult(name="post-recovery-checks", ok=False, detail=first_line(err)))
-            record = measure(params, database, manifest, started_at, incident_at, timeline, findings)
+            record = measure(params, database, manifest, started_at, incident_at, timeline, findings, target.instance)
             # labelling the run goes on while the scratch database is dropped
             labelled = label_flow_run.submit(
                 record.flow_run_id,
@@ -395,6 +395,7 @@ def measure(
     incident_at: datetime,
     timeline: dr.Timeline,
     findings: Findings,
+    instance: str = "",
 ) -> dr.DrillRecord:
     """RPO and RTO against their targets, and the record of the run."""
     rpo = dr.judge("RPO", dr.achieved_rpo(incident_at, manifest.snapshot_at or manifest.started_at), timedelta(minutes=params.rpo_target_minutes))
@@ -405,6 +406,7 @@ def measure(
         run_id=run_id,
         mode=params.mode.value,
         database=database,
+        instance=instance,
         backup_id=manifest.id,
         started_at=started_at,
         incident_at=incident_at,

@@ -40,12 +40,24 @@ class Verification(BaseModel):
     flow_run_id: str | None = None
 
 
+class ServerIdentity(BaseModel):
+    """Which server a backup was taken from (never a user name or a password)."""
+
+    system_identifier: str | None = Field(None, description="pg_control_system(): unique to the cluster; None if not readable.")
+    host: str = Field("", description="The DSN's host (a socket folder for a local server).")
+    port: int | None = None
+    database: str = ""
+    server_version: str = ""
+
+
 class Manifest(BaseModel):
     """Everything known about one backup. Written STARTED, then DONE (last) or FAILED."""
 
     id: str
     status: BackupStatus
     database: str
+    instance: str = Field("", description="The store folder of this platform (RUNBOOK_INSTANCE); empty in older manifests.")
+    server: ServerIdentity | None = None
     server_version: str = ""
     pg_dump_version: str = ""  # the pg_dump that made it; a pg_restore of this major or newer reads it
     pg_dump_build: str = ""  # ``pg_dump --version`` as printed, e.g. "pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)"
@@ -64,8 +76,13 @@ class Manifest(BaseModel):
     flow_run_id: str | None = None
 
     @property
+    def prefix(self) -> str:
+        """The store folder of this backup: its instance (older manifests: the database name)."""
+        return self.instance or self.database
+
+    @property
     def dump_key(self) -> str:
-        return dump_key(self.database, self.id)
+        return dump_key(self.prefix, self.id)
 
 
 def backup_id_for(moment: datetime) -> str:
@@ -88,16 +105,16 @@ def next_free_id(moment: datetime, taken: Iterable[str]) -> str:
     return backup_id_for(candidate)
 
 
-def dump_key(database: str, backup_id: str) -> str:
-    return f"{database}/{backup_id}{DUMP_SUFFIX}"
+def dump_key(instance: str, backup_id: str) -> str:
+    return f"{instance}/{backup_id}{DUMP_SUFFIX}"
 
 
-def manifest_key(database: str, backup_id: str) -> str:
-    return f"{database}/{backup_id}{MANIFEST_SUFFIX}"
+def manifest_key(instance: str, backup_id: str) -> str:
+    return f"{instance}/{backup_id}{MANIFEST_SUFFIX}"
 
 
-def verification_key(database: str, backup_id: str) -> str:
-    return f"{database}/{backup_id}{VERIFICATION_SUFFIX}"
+def verification_key(instance: str, backup_id: str) -> str:
+    return f"{instance}/{backup_id}{VERIFICATION_SUFFIX}"
 
 
 def ids_in(keys: Iterable[str]) -> list[str]:

@@ -79,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     # overwrite the top-level value with its default, hence SUPPRESS there.
     parser = _Parser(prog="runbook", description="The platform's operations guide as Prefect flows.")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    parser.add_argument("--sandbox", action="store_true", help="work on the embedded sandbox, not the platform (RUNBOOK_SANDBOX=true)")
     common = _Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as one JSON object on stdout"
     )
+    common.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help="work on the embedded sandbox")
     sub = parser.add_subparsers(dest="procedure", metavar="<procedure>", parser_class=_Parser)
 
     p = sub.add_parser("backup", parents=[common], help="back up the database (§6.1)")
@@ -418,6 +420,21 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(json.dumps(payload, default=str) + "\n")
         return code
 
+    # The sandbox only when asked for: the flag (or demo) reaches the flows, which read
+    # their settings themselves, as RUNBOOK_SANDBOX for this process only.
+    sandbox_before = os.environ.get("RUNBOOK_SANDBOX")
+    if args.sandbox or args.procedure == "demo":
+        os.environ["RUNBOOK_SANDBOX"] = "true"
+    try:
+        return _main(args, as_json, emit)
+    finally:
+        if sandbox_before is None:
+            os.environ.pop("RUNBOOK_SANDBOX", None)
+        else:
+            os.environ["RUNBOOK_SANDBOX"] = sandbox_before
+
+
+def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], int]) -> int:
     try:
         from runbook.settings import load_settings
 
@@ -472,6 +489,8 @@ def _demo(as_json: bool) -> int:
             print(f"sandbox seeded under {Path(settings.home).resolve()}: {counts}", file=sys.stderr)
     args = argparse.Namespace(fingerprint=True, prune=True, prune_dry_run=False)
     completed, backup_result = _procedure("backup", args)
+    if isinstance(backup_result, ConfigError):
+        raise backup_result  # exit 2, e.g. a DSN set beside the sandbox
     if not completed:
         print(f"runbook: backup failed: {_fail_message(backup_result)}", file=sys.stderr)
         return EXIT_PROBLEM

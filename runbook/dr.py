@@ -295,11 +295,12 @@ def performance_checks(
 
 class DrillRecord(BaseModel):
     """What one drill or recovery measured; kept in the backup store beside the
-    backups (``<database>/drills/``) so the next run can compare with it."""
+    backups (``<instance>/drills/``) so the next run can compare with it."""
 
     run_id: str
     mode: str
     database: str
+    instance: str = ""  # the store folder (empty in older records: the database name)
     backup_id: str
     started_at: datetime
     incident_at: datetime

@@ -402,7 +402,17 @@ class RunbookSettings(BaseSettings):
 
     database_url: SecretStr | None = Field(
         None,
-        description="The platform's PostgreSQL, a postgresql:// DSN. Unset: the local sandbox.",
+        description="The platform's PostgreSQL, a postgresql:// DSN. Required (or a Secret block) unless the sandbox is asked for.",
+    )
+    sandbox: bool = Field(
+        False,
+        description="Work on the embedded sandbox instead of the platform (what runbook --sandbox and runbook demo set). "
+        "Never a fallback: without it an unset DSN or store is an error.",
+    )
+    instance: str | None = Field(
+        None,
+        description="Name of this platform's folder in the backup store (backups, drills, archives), a safe path segment. "
+        "Unset: host-port-database from the DSN, e.g. db.example.com-5432-postgres.",
     )
     recovery_database_url: SecretStr | None = Field(
         None,
@@ -421,7 +431,13 @@ class RunbookSettings(BaseSettings):
     )
     backup_store: str | None = Field(
         None,
-        description="Where backups live: a local folder, file:///path, or s3://bucket/prefix. Unset: <home>/backups.",
+        description="Where backups live: a local folder, file:///path, or s3://bucket/prefix. Required by the "
+        "procedures that use the store (or RUNBOOK_BACKUP_STORE_VARIABLE).",
+    )
+    backup_store_variable: str | None = Field(
+        None,
+        description="Name of a Prefect Variable holding the backup store, read when each run starts (deployed runs: "
+        "changing the Variable needs no redeploy). RUNBOOK_BACKUP_STORE wins when both are set.",
     )
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store (http(s)://host:port).")
     pg_bin_dir: Path | None = Field(None, description="Folder holding pg_dump and pg_restore.")
@@ -463,25 +479,25 @@ class RunbookSettings(BaseSettings):
         check_dsn(value.get_secret_value())
         return value
 
+    @field_validator("platform_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # an empty token is no token: refused where one is needed, never sent as "Bearer "
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("instance")
+    @classmethod
+    def _check_instance(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_instance(value)
+
     @field_validator("backup_store")
     @classmethod
     def _check_store(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        scheme = urlsplit(value).scheme
-        if scheme == "s3":
-            parts = urlsplit(value)
-            if not parts.netloc:
-                raise ValueError("s3:// needs a bucket: s3://bucket/prefix")
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parts.netloc):
-                raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name")
-        elif scheme == "file":
-            parts = urlsplit(value)
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                raise ValueError("file:// needs an absolute path: file:///srv/backups")
-        elif scheme and len(scheme) > 1:
-            raise ValueError(f"scheme {scheme!r} is not supported: use a folder, file:///path or s3://bucket/prefix")
-        return value
+        return check_backup_store(value)
 
     @field_validator("platform_url")
     @classmethod
@@ -520,6 +536,36 @@ class RunbookSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA timezone such as Asia/Tokyo or UTC") from None
         return value
+
+
+def check_backup_store(value: str) -> str:
+    """Raise ValueError unless ``value`` is a folder, file:///path or s3://bucket/prefix."""
+    scheme = urlsplit(value).scheme
+    if scheme == "s3":
+        parts = urlsplit(value)
+        if not parts.netloc:
+            raise ValueError("s3:// needs a bucket: s3://bucket/prefix")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", parts.netloc):
+            raise ValueError(f"{parts.netloc!r} is not a valid S3 bucket name")
+    elif scheme == "file":
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError("file:// needs an absolute path: file:///srv/backups")
+    elif scheme and len(scheme) > 1:
+        raise ValueError(f"scheme {scheme!r} is not supported: use a folder, file:///path or s3://bucket/prefix")
+    return value
+
+
+INSTANCE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_instance(value: str) -> str:
+    """Raise ValueError unless ``value`` is a safe path segment for the store."""
+    if not INSTANCE_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a safe instance name: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
 
 
 def check_http_url(value: str) -> str:

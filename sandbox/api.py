@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     from runbook.settings import load_settings
     from runbook.target import resolve_target
 
-    dsn = resolve_target(load_settings()).dsn
+    settings = load_settings()
+    # the stand-in serves the sandbox's database unless pointed at another one
+    dsn = resolve_target(settings, sandbox=settings.database_url is None).dsn
     running = serve(dsn, port=args.port, dashboard_token=token, webhook_secret=secret, tls_days=args.tls_days)
     print(running.url, flush=True)
     stop = threading.Event()

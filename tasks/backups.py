@@ -1,7 +1,9 @@
 """Backups in the store: the catalog of manifests, making a backup, fetching one,
 recording a verification, pruning.
 
-A backup is three objects under ``<database>/`` in the store: the dump
+A backup is three objects under ``<instance>/`` in the store (RUNBOOK_INSTANCE: one
+folder per platform, so that two platforms whose databases share a name never touch
+each other's backups): the dump
 (``backup_YYYYMMDD_HHMMSS.dump.zst``), its manifest (``.manifest.json``) and, once
 verified, the verification outcome (``.verification.json``). The manifest is
 written STARTED before the dump, and DONE only after the dump is complete in the
@@ -26,6 +28,7 @@ from runbook.backups import (
     BackupStatus,
     Manifest,
     RetentionDecision,
+    ServerIdentity,
     Verification,
     dump_key,
     ids_in,
@@ -52,19 +55,22 @@ def first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- catalog
 
 
-def read_catalog(store: BackupStore, database: str) -> tuple[list[Manifest], dict[str, Verification]]:
-    """Every manifest of ``database`` (oldest first) and the verifications recorded."""
-    keys = store.list_keys(f"{database}/")
+def read_catalog(store: BackupStore, instance: str) -> tuple[list[Manifest], dict[str, Verification]]:
+    """Every manifest under ``instance/`` (oldest first) and the verifications recorded."""
+    keys = store.list_keys(f"{instance}/")
     manifests: list[Manifest] = []
     for backup_id in ids_in(keys):
         try:
-            manifests.append(Manifest.model_validate(get_json(store, manifest_key(database, backup_id))))
+            manifest = Manifest.model_validate(get_json(store, manifest_key(instance, backup_id)))
         except (ValueError, StoreError):
             continue  # an unreadable manifest is not a usable backup
+        # an older manifest has no instance: it belongs where it was found
+        manifest.instance = manifest.instance or instance
+        manifests.append(manifest)
     verifications: dict[str, Verification] = {}
     present = set(keys)
     for manifest in manifests:
-        key = verification_key(database, manifest.id)
+        key = verification_key(instance, manifest.id)
         if key in present:
             try:
                 verifications[manifest.id] = Verification.model_validate(get_json(store, key))
@@ -74,24 +80,25 @@ def read_catalog(store: BackupStore, database: str) -> tuple[list[Manifest], dic
 
 
 @task(name="read-catalog", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def read_catalog_task(store: BackupStore, database: str) -> tuple[list[Manifest], dict[str, Verification]]:
-    """Read the manifests and verification outcomes of a database's backups."""
-    get_run_logger().info("Reading the backup catalog of %s in %s", database, store.url)
-    return read_catalog(store, database)
+def read_catalog_task(store: BackupStore, instance: str) -> tuple[list[Manifest], dict[str, Verification]]:
+    """Read the manifests and verification outcomes of one instance's backups."""
+    get_run_logger().info("Reading the backup catalog of %s in %s", instance, store.url)
+    return read_catalog(store, instance)
 
 
-def clean_up_interrupted(store: BackupStore, database: str) -> list[str]:
-    """Under the backup lock nothing else is writing: a STARTED manifest is a backup
-    that was killed. Mark it FAILED and abort its unfinished upload."""
-    store.cleanup_incomplete(f"{database}/")
+def clean_up_interrupted(store: BackupStore, instance: str) -> list[str]:
+    """Under the backup lock nothing else is writing this instance's folder: a STARTED
+    manifest there is a backup that was killed. Mark it FAILED and abort its unfinished
+    upload (only under ``instance/``: another platform's uploads are its own)."""
+    store.cleanup_incomplete(f"{instance}/")
     marked = []
-    manifests, _ = read_catalog(store, database)
+    manifests, _ = read_catalog(store, instance)
     for manifest in manifests:
         if manifest.status is BackupStatus.STARTED:
             manifest.status = BackupStatus.FAILED
             manifest.error = "interrupted: the backup process stopped before finishing"
             manifest.finished_at = manifest.finished_at or datetime.now(timezone.utc)
-            put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+            put_json(store, manifest_key(instance, manifest.id), manifest.model_dump(mode="json"))
             marked.append(manifest.id)
     return marked
 
@@ -141,28 +148,33 @@ def make_backup(
     log: Callable[..., None] | None = None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    instance: str | None = None,
 ) -> Manifest:
     """Take the backup lock, export a snapshot, count rows in it, stream pg_dump of that
-    snapshot into the store, and write the manifest DONE last (FAILED on any error).
-    ``deadline`` (on ``clock``) bounds the dump and the counts: past it pg_dump is
-    stopped and the manifest marked FAILED."""
+    snapshot into the store under ``instance/`` (default: the database name), and write
+    the manifest DONE last (FAILED on any error). ``deadline`` (on ``clock``) bounds the
+    dump and the counts: past it pg_dump is stopped and the manifest marked FAILED."""
     say = log or (lambda *args: None)
 
     def time_left() -> float | None:
         return None if deadline is None else deadline - clock()
 
     database = info.database
+    prefix = instance or database
     with postgres.session(dsn, application="runbook backup", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
         postgres.try_advisory_lock(conn, f"{LOCK_NAME} {database}")
-        interrupted = clean_up_interrupted(store, database)
+        interrupted = clean_up_interrupted(store, prefix)
         if interrupted:
             say("Marked interrupted backups FAILED: %s", ", ".join(interrupted))
-        taken = ids_in(store.list_keys(f"{database}/"))
+        taken = ids_in(store.list_keys(f"{prefix}/"))
+        identity = ServerIdentity(**postgres.server_identity(conn, dsn))
         snapshot = postgres.export_snapshot(conn)
         manifest = Manifest(
             id=backup_id_for(taken),
             status=BackupStatus.STARTED,
             database=database,
+            instance=prefix,
+            server=identity,
             server_version=info.server_version,
             pg_dump_version=tools.version,
             pg_dump_build=tools.version_line,
@@ -171,7 +183,7 @@ def make_backup(
             snapshot_at=snapshot.taken_at,
             flow_run_id=flow_run_id,
         )
-        put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+        put_json(store, manifest_key(prefix, manifest.id), manifest.model_dump(mode="json"))
         say("Backup %s of %s started (snapshot %s)", manifest.id, database, snapshot.snapshot_id)
         try:
             counted: dict[str, Any] = {}
@@ -182,7 +194,7 @@ def make_backup(
                 daemon=True,
             )
             counter.start()
-            writer = store.open_writer(dump_key(database, manifest.id))
+            writer = store.open_writer(dump_key(prefix, manifest.id))
             try:
                 result: DumpResult = stream_dump(
                     tools,
@@ -213,7 +225,7 @@ def make_backup(
             manifest.sha256 = result.sha256
             manifest.finished_at = datetime.now(timezone.utc)
             manifest.status = BackupStatus.DONE
-            put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+            put_json(store, manifest_key(prefix, manifest.id), manifest.model_dump(mode="json"))
         except BaseException as err:
             if isinstance(err, BackupTimeLimit):
                 err = BackupTimeLimit(
@@ -225,7 +237,7 @@ def make_backup(
             manifest.error = first_line(err) if not isinstance(err, KeyboardInterrupt) else "interrupted"
             manifest.finished_at = datetime.now(timezone.utc)
             try:
-                put_json(store, manifest_key(database, manifest.id), manifest.model_dump(mode="json"))
+                put_json(store, manifest_key(prefix, manifest.id), manifest.model_dump(mode="json"))
             except Exception:  # noqa: BLE001 - the next backup marks a STARTED manifest FAILED
                 pass
             if isinstance(err, BackupTimeLimit):
@@ -254,23 +266,23 @@ def fetch_backup(store: BackupStore, manifest: Manifest, target: Path) -> FetchR
 def record_verification(store: BackupStore, manifest: Manifest, verification: Verification) -> None:
     """Store the verification outcome beside the manifest, for backup-list and retention."""
     get_run_logger().info("Recording verification of %s: %s", manifest.id, verification.outcome)
-    put_json(store, verification_key(manifest.database, manifest.id), verification.model_dump(mode="json"))
+    put_json(store, verification_key(manifest.prefix, manifest.id), verification.model_dump(mode="json"))
 
 
 def prune(
-    store: BackupStore, database: str, decisions: list[RetentionDecision], *, dry_run: bool
+    store: BackupStore, instance: str, decisions: list[RetentionDecision], *, dry_run: bool
 ) -> tuple[list[str], list[str]]:
     """Delete the backups the plan marks for removal (manifest first, so no reader
     sees a DONE backup whose dump is gone), and objects left without a manifest.
     Returns (backup ids, orphaned keys): removed, or that would be with ``dry_run``."""
     doomed = [d.backup_id for d in decisions if not d.keep]
-    orphans = orphaned_keys(store.list_keys(f"{database}/"))
+    orphans = orphaned_keys(store.list_keys(f"{instance}/"))
     if dry_run:
         return doomed, orphans
     for backup_id in doomed:
-        store.delete(manifest_key(database, backup_id))
-        store.delete(dump_key(database, backup_id))
-        store.delete(verification_key(database, backup_id))
+        store.delete(manifest_key(instance, backup_id))
+        store.delete(dump_key(instance, backup_id))
+        store.delete(verification_key(instance, backup_id))
     for key in orphans:
         store.delete(key)
     return doomed, orphans
@@ -281,14 +293,14 @@ def prune(
 DRILLS = "drills"
 
 
-def drill_key(database: str, run_id: str) -> str:
-    return f"{database}/{DRILLS}/{run_id}.json"
+def drill_key(instance: str, run_id: str) -> str:
+    return f"{instance}/{DRILLS}/{run_id}.json"
 
 
 @task(name="read-drill-history", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def read_drill_history(store: BackupStore, database: str, limit: int) -> list[DrillRecord]:
-    """The last ``limit`` drills and recoveries of ``database``, newest first."""
-    keys = sorted(k for k in store.list_keys(f"{database}/{DRILLS}/") if k.endswith(".json"))
+def read_drill_history(store: BackupStore, instance: str, limit: int) -> list[DrillRecord]:
+    """The last ``limit`` drills and recoveries of ``instance``, newest first."""
+    keys = sorted(k for k in store.list_keys(f"{instance}/{DRILLS}/") if k.endswith(".json"))
     records: list[DrillRecord] = []
     for key in keys:
         try:
@@ -301,4 +313,4 @@ def read_drill_history(store: BackupStore, database: str, limit: int) -> list[Dr
 @task(name="record-drill", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def record_drill(store: BackupStore, record: DrillRecord) -> None:
     """Keep what this run measured beside the backups, for the next run to compare with."""
-    put_json(store, drill_key(record.database, record.run_id), record.model_dump(mode="json"))
+    put_json(store, drill_key(record.instance or record.database, record.run_id), record.model_dump(mode="json"))

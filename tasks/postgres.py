@@ -156,6 +156,23 @@ def server_info(conn: psycopg.Connection[Any]) -> ServerInfo:
     return ServerInfo(database=row[0], server_version=row[1], server_major=row[2] // 10000, size_bytes=row[3])
 
 
+def server_identity(conn: psycopg.Connection[Any], dsn: str) -> dict[str, Any]:
+    """The server a backup comes from, without credentials: its system identifier
+    (pg_control_system(), unique per cluster; None where the role may not read it),
+    the DSN's host, the server's port, the database and the version."""
+    system_identifier = None
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+            system_identifier = row[0] if row else None
+    except psycopg.Error:
+        pass  # a managed server may refuse it: the rest still names the server
+    row = conn.execute("SELECT current_database(), current_setting('port')::int, current_setting('server_version')").fetchone()
+    assert row is not None
+    host = str(parse_dsn(dsn).get("host") or "").split(",")[0]
+    return {"system_identifier": system_identifier, "host": host, "port": row[1], "database": row[0], "server_version": row[2]}
+
+
 def qualified(table: str) -> sql.Composed:
     schema, _, name = table.partition(".")
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))

@@ -99,6 +99,8 @@ def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
     monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
     monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
+    # the store folder is the instance; named like the database, tests find backups at <store>/<database>/
+    monkeypatch.setenv("RUNBOOK_INSTANCE", name)
     yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -128,6 +130,8 @@ def variants(pg_admin_dsn: str, variants_template: str, tmp_path: Path, monkeypa
     monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
     monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
     monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
+    # the store folder is the instance; named like the database, tests find backups at <store>/<database>/
+    monkeypatch.setenv("RUNBOOK_INSTANCE", name)
     yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

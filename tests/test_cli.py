@@ -92,6 +92,17 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
     [
         (("backup",), {"RUNBOOK_DATABASE_URL": f"postgresql://u:{SECRET}@db:54x2/p"}, "RUNBOOK_DATABASE_URL"),
         (("backup",), {"RUNBOOK_BACKUP_STORE": "gopher://x"}, "RUNBOOK_BACKUP_STORE"),
+        # never a silent fallback to the sandbox or to a local folder
+        (("backup",), {"RUNBOOK_DATABASE_URL": ""}, "RUNBOOK_DATABASE_URL: not set"),
+        (("dr-drill",), {"RUNBOOK_DATABASE_URL": ""}, "RUNBOOK_DATABASE_URL: not set"),
+        (("diagnose", "--component", "database"), {"RUNBOOK_DATABASE_URL": ""}, "RUNBOOK_DATABASE_URL: not set"),
+        (("backup",), {"RUNBOOK_BACKUP_STORE": ""}, "RUNBOOK_BACKUP_STORE: not set"),
+        (("backup-list",), {"RUNBOOK_BACKUP_STORE": ""}, "RUNBOOK_BACKUP_STORE: not set"),
+        (("backup",), {"RUNBOOK_DATABASE_URL": "", "RUNBOOK_DATABASE_URL_SECRET_BLOCK": "no-such-block"}, "RUNBOOK_DATABASE_URL_SECRET_BLOCK"),
+        (("--sandbox", "backup"), {}, "RUNBOOK_SANDBOX"),  # the sandbox beside a configured DSN: refused
+        (("backup",), {"RUNBOOK_INSTANCE": "../prod"}, "RUNBOOK_INSTANCE: '../prod' is not a safe instance name"),
+        (("deploy-verify",), {"RUNBOOK_PLATFORM_URL": "http://127.0.0.1:9", "RUNBOOK_PLATFORM_TOKEN": ""}, "RUNBOOK_PLATFORM_TOKEN"),
+        (("deploy-verify",), {"RUNBOOK_PLATFORM_URL": "http://127.0.0.1:9", "RUNBOOK_PLATFORM_TOKEN": "  "}, "RUNBOOK_PLATFORM_TOKEN"),
         (("backup-verify", "--at", "yesterday"), {}, "not an ISO time"),
         (("backup-verify",), {}, "no DONE backup"),
         (("backup-verify", "--backup-id", "backup_20200101_000000"), {}, "no backup backup_20200101_000000"),
@@ -142,7 +153,7 @@ def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_ha
         )
         assert json.loads(status.stdout)["sandbox"] == "running"
         assert "scale=1" in json.loads(status.stdout)["data"]
-        assert list((tmp_path / "rb" / "backups" / "platform").glob("*.dump.zst"))
+        assert list((tmp_path / "rb" / "backups" / "local-5432-platform").glob("*.dump.zst"))
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120

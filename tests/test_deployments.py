@@ -84,3 +84,51 @@ def test_the_same_deployments_can_be_served_without_a_work_pool() -> None:
     assert backup.schedules[0].schedule.timezone == "Asia/Tokyo"
     assert backup.parameters == {"params": {"prune": True, "prune_dry_run": False}}
     assert not built["backup-list"].schedules
+
+
+def test_deployed_runs_read_the_store_variable_and_the_dsn_block_at_run_time() -> None:
+    """Templates are rendered by `prefect deploy` (a missing Variable becomes ""): the
+    work pool's env names the Secret block and the Variable, and each run reads them."""
+    for deployment in DEPLOYMENTS.values():
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert not [name for name, value in env.items() if "{{" in str(value)]
+        assert env["RUNBOOK_DATABASE_URL_SECRET_BLOCK"] == "runbook-database-url"
+        assert env["RUNBOOK_BACKUP_STORE_VARIABLE"] == "runbook_backup_store"
+        assert "RUNBOOK_DATABASE_URL" not in env and "RUNBOOK_SANDBOX" not in env
+        assert deployment["work_pool"]["name"] == "runbook"
+
+
+def test_served_runs_get_the_same_env_as_deployed_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import prefect
+
+    import deployments.serve as serving
+
+    pool_env = DEPLOYMENTS["backup"]["work_pool"]["job_variables"]["env"]
+    assert serving.job_env() == {k: str(v) for k, v in pool_env.items()}
+    monkeypatch.setenv("RUNBOOK_BACKUP_STORE_VARIABLE", "something_else")  # the pool's env wins, as on a worker
+    for name in pool_env:
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after the test
+    seen: dict[str, str] = {}
+
+    def fake_serve(*deployments: object) -> None:  # what the served runs' processes inherit
+        seen.update({name: os.environ[name] for name in pool_env})
+        seen["count"] = str(len(deployments))
+
+    monkeypatch.setattr(prefect, "serve", fake_serve)
+    serving.main()
+    assert seen.pop("count") == str(len(DEPLOYMENTS))
+    assert seen == {k: str(v) for k, v in pool_env.items()}
+
+
+def test_serve_refuses_a_template_it_cannot_render(tmp_path: Path) -> None:
+    from deployments.serve import job_env
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        deployment["work_pool"] = {"name": "runbook", "job_variables": {"env": {"RUNBOOK_BACKUP_STORE": "{{ prefect.variables.x }}"}}}
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="RUNBOOK_BACKUP_STORE"):
+        job_env(path)

@@ -199,3 +199,15 @@ def test_collisions_are_the_limits_cancellations_since_the_last_run_that_ran() -
     assert not check.ok and not check.critical and "2 scheduled backup run(s)" in check.detail and "c2 (2026-12-01T00:20+00:00)" in check.detail
     assert collisions_since_last_run([current, runs[4]], current.id) == []
     assert collision_check([], "backup").ok
+
+
+def test_backup_keys_live_under_the_instance_and_older_manifests_under_their_database() -> None:
+    from datetime import datetime, timezone
+
+    from runbook.backups import BackupStatus, Manifest, dump_key, manifest_key, verification_key
+
+    assert dump_key("db.example.com-5432-postgres", "backup_20261129_070000") == "db.example.com-5432-postgres/backup_20261129_070000.dump.zst"
+    assert manifest_key("staging", "backup_1").startswith("staging/") and verification_key("staging", "backup_1").startswith("staging/")
+    now = datetime.now(timezone.utc)
+    assert Manifest(id="backup_1", status=BackupStatus.DONE, database="postgres", instance="prod", started_at=now).dump_key == "prod/backup_1.dump.zst"
+    assert Manifest(id="backup_1", status=BackupStatus.DONE, database="postgres", started_at=now).dump_key == "postgres/backup_1.dump.zst"

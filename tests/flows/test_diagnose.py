@@ -145,3 +145,12 @@ def test_a_component_that_lacks_its_setting_is_refused_alone_and_reported_within
     assert state.is_failed()
     assert _checks(report)["api:setup"]["detail"] == "no platform URL: set RUNBOOK_PLATFORM_URL"
     assert report["components"]["database"] == "passed" and report["components"]["ai"] == "passed"
+
+
+def test_an_empty_token_is_no_token_never_an_empty_bearer(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_PLATFORM_TOKEN", "")
+    state, report = _run(Component.API)
+    checks = _checks(report)
+    assert checks["api:token"]["detail"].startswith("RUNBOOK_PLATFORM_TOKEN unset") and not checks["api:token"]["critical"]
+    assert not [name for name in checks if "/api/dashboard" in name]  # skipped, not sent "Bearer "
+    assert state.is_completed(), state.message
