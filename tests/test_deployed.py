@@ -31,19 +31,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from runbook.backups import MANIFEST_SUFFIX
+from runbook.backups import DUMP_SUFFIX, MANIFEST_SUFFIX
 from tests.conftest import _dsn_url, clone_database
 from tests.servers import free_port
 
 # the server's start, `prefect deploy` and each run's interpreter take seconds on an idle
 # machine and minutes on a loaded one: bound the whole module well above pytest's default
-pytestmark = [pytest.mark.deployed, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.deployed, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT = Path(sys.executable).with_name("prefect")  # the venv's CLI, next to this interpreter
 SECRET_BLOCK = "runbook-database-url"  # prefect.yaml: RUNBOOK_DATABASE_URL_SECRET_BLOCK
 STARTUP_S = 180.0  # bound on the server's start (6-10 s on an idle machine; minutes on a loaded one)
-RUN_S = 180.0  # bound on one flow run, from trigger to final state (worker start included)
+RUN_S = 300.0  # bound on one flow run, from trigger to final state (worker start included)
 
 
 # --------------------------------------------------------------------------- processes
@@ -208,9 +208,14 @@ class Deployed:
             found = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
         return "\n".join(log.message for log in found)
 
+    @property
+    def prefix(self) -> Path:
+        """Where this database's backups belong in the configured store."""
+        return self.store / self.database
+
     def manifests(self) -> list[Path]:
-        """Backup manifests of this database in the configured store."""
-        return sorted((self.store / self.database).glob(f"*{MANIFEST_SUFFIX}"))
+        """Every backup manifest in the configured store, wherever it lies."""
+        return sorted(self.store.rglob(f"*{MANIFEST_SUFFIX}"))
 
 
 @pytest.fixture(scope="module")
@@ -288,13 +293,14 @@ def test_backup_and_drill_run_on_the_worker_against_the_configured_database_and_
     assert backup.state.is_completed(), f"{backup.state.message}\n{deployed.logs(backup)}\n{deployed.worker.tail()}"
     assert backup.deployment_id is not None and backup.work_pool_name == "runbook"
 
-    # the dump and its manifest are in the configured store, under this database
-    manifests = deployed.manifests()
-    assert len(manifests) == 1, manifests
-    manifest = json.loads(manifests[0].read_text())
+    # this run's backup of the configured database is in the configured store, under its prefix
+    (found,) = deployed.manifests()
+    manifest = json.loads(found.read_text())
+    assert found.parent == deployed.prefix, found
     assert manifest["database"] == deployed.database and manifest["status"] == "DONE"
-    backup_id = manifests[0].name.removesuffix(MANIFEST_SUFFIX)
+    backup_id = found.name.removesuffix(MANIFEST_SUFFIX)
     assert manifest["id"] == backup_id and manifest["flow_run_id"] == str(backup.id)
+    assert (deployed.prefix / f"{backup_id}{DUMP_SUFFIX}").stat().st_size > 0
     # and no sandbox: nothing under the worker's RUNBOOK_HOME (no pgdata, no backups)
     assert list(deployed.worker_home.iterdir()) == []
 
@@ -305,6 +311,7 @@ def test_backup_and_drill_run_on_the_worker_against_the_configured_database_and_
     assert labels["rto_seconds"] > 0 and labels["rpo_seconds"] >= 0
     assert labels["rto_ok"] is True and labels["rpo_ok"] is True
     assert {"runbook", "dr", "drill", "rto-ok", "rpo-ok"} <= set(drill.tags)
+    assert len(list((deployed.prefix / "drills").glob("drill_*.json"))) == 1  # its record, beside the backups
     assert list(deployed.worker_home.iterdir()) == []
 
 
