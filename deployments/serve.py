@@ -27,6 +27,23 @@ def load_flow(entrypoint: str) -> Any:
     return getattr(module, name)
 
 
+def procedure_of(spec: dict[str, Any]) -> Any:
+    """The registry's procedure of a prefect.yaml deployment (same name, same entrypoint,
+    the parameters of its mode): a deployment the CLI does not know is a mistake."""
+    from runbook.procedures import PROCEDURES
+
+    procedure = PROCEDURES.get(spec["name"])
+    if procedure is None:
+        raise ValueError(f"prefect.yaml: deployment {spec['name']!r} is no procedure of runbook.procedures.PROCEDURES")
+    if procedure.entrypoint != spec["entrypoint"]:
+        raise ValueError(f"prefect.yaml: {spec['name']!r} runs {spec['entrypoint']}, the registry says {procedure.entrypoint}")
+    params = (spec.get("parameters") or {}).get("params") or {}
+    for key, value in procedure.mode.items():
+        if params.get(key) != value:
+            raise ValueError(f"prefect.yaml: {spec['name']!r} must set params.{key}: {value} (its mode)")
+    return procedure
+
+
 def job_env(path: Path = SPEC) -> dict[str, str]:
     """The ``env`` job variables of prefect.yaml's deployments (one work pool, one env)."""
     envs = {
@@ -56,7 +73,7 @@ def runner_deployments(path: Path = SPEC) -> list[Any]:
 
     built = []
     for spec in load_spec(path):
-        flow = load_flow(spec["entrypoint"])
+        flow = procedure_of(spec).flow()
         schedules = [
             CronSchedule(cron=s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules") or [] if s.get("active", True)
         ]

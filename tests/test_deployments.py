@@ -61,6 +61,40 @@ def test_every_flow_module_has_a_deployment() -> None:
     assert modules == set(DEPLOYMENTS) - set(MODES)
 
 
+def test_the_registry_of_procedures_and_prefect_yaml_declare_the_same_procedures() -> None:
+    """One registry drives the CLI, serve and these tests: each procedure has its
+    deployment (same entrypoint, the parameters of its mode), a command, a parameter
+    model that accepts the deployment's values, and nothing is declared twice."""
+    from deployments.serve import procedure_of
+    from runbook.cli import build_parser
+    from runbook.procedures import PROCEDURES
+
+    assert set(PROCEDURES) == set(DEPLOYMENTS)
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, procedure in PROCEDURES.items():
+        assert procedure_of(DEPLOYMENTS[name]) is procedure
+        assert name in commands
+        model = procedure.parameter_model()
+        values = (DEPLOYMENTS[name].get("parameters") or {}).get("params")
+        if values is not None:
+            assert model is not None and model.model_validate(values)
+        for key, value in procedure.mode.items():  # the deployment runs the flow in the procedure's mode
+            assert getattr(model.model_validate(values), key).value == value
+
+
+def test_a_deployment_the_registry_does_not_know_is_refused_by_serve(tmp_path: Path) -> None:
+    from deployments.serve import runner_deployments
+
+    spec = {**SPEC, "deployments": [{**DEPLOYMENTS["backup"], "name": "backup-typo"}]}
+    (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="backup-typo"):
+        runner_deployments(tmp_path / "prefect.yaml")
+    spec = {**SPEC, "deployments": [{**DEPLOYMENTS["dr-drill"], "parameters": {"params": {"mode": "recover"}}}]}
+    (tmp_path / "prefect.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="mode"):
+        runner_deployments(tmp_path / "prefect.yaml")
+
+
 def test_the_drill_runs_monthly_and_a_recovery_only_by_hand() -> None:
     from prefect.client.schemas.schedules import CronSchedule
 

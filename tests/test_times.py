@@ -50,7 +50,7 @@ def test_reports_show_times_in_the_team_timezone_with_the_offset() -> None:
 
 
 def test_the_cli_reads_times_without_an_offset_in_runbook_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runbook.cli import _parse_time, _team_time
+    from runbook.procedures import parse_time as _parse_time, team_time as _team_time
 
     monkeypatch.delenv("RUNBOOK_TIMEZONE", raising=False)
     typed = _parse_time("2026-11-29T07:00:00")

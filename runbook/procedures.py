@@ -1,0 +1,425 @@
+"""Every procedure runbook offers, declared once.
+
+A ``Procedure`` names the flow (its entrypoint, as prefect.yaml names it), the fixed
+parameters of its mode (``dr-drill`` is the drill mode of ``disaster-recovery``), its
+command-line arguments, how they become the flow's parameter model, and how its result
+prints. The CLI (runbook/cli.py), ``deployments/serve.py`` and the deployment tests all
+read this registry, so a new procedure is one entry here and one deployment in
+prefect.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, get_type_hints
+
+from runbook.errors import ConfigError
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """One procedure: CLI name = deployment name = flow name (but for a mode)."""
+
+    name: str
+    entrypoint: str  # "flows/backup.py:backup"
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    parameters: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
+    show: Callable[[Result], str] = lambda result: json.dumps(result, indent=2, default=str)
+    mode: dict[str, Any] = field(default_factory=dict)  # fixed parameters of a mode of the flow
+    progress: bool = False  # the CLI draws a progress bar from the run's progress events
+
+    def flow(self) -> Any:
+        """The Prefect flow (imported on first use: flows import Prefect)."""
+        path, name = self.entrypoint.split(":")
+        return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+    def parameter_model(self) -> type | None:
+        """The pydantic model of the flow's ``params`` (the form in the Prefect UI)."""
+        return get_type_hints(self.flow().fn).get("params")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO time; one without an offset stays naive here and is read in the team's
+    timezone (RUNBOOK_TIMEZONE) once the settings are loaded (``team_time``)."""
+    from runbook.times import parse_time as parse
+
+    try:
+        return parse(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def team_time(moment: datetime | None) -> datetime | None:
+    """A time from the command line, without an offset read in the team's timezone."""
+    from runbook.settings import load_settings
+    from runbook.times import maybe_team_time
+
+    return maybe_team_time(moment, load_settings().timezone)
+
+
+def positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {number}")
+    return number
+
+
+def positive_minutes(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of minutes") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 minutes, not {value}")
+    return number
+
+
+def check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """One line a check: ok, FAIL (critical) or warn, its name and detail."""
+    return [f"  {'ok  ' if c['ok'] else ('FAIL' if c['critical'] else 'warn')} {c['name']}: {c['detail']}" for c in checks]
+
+
+def failure_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """The failed checks only, one line each."""
+    return [f"  {'FAIL' if c['critical'] else 'warn'} {c['name']}: {c['detail']}" for c in checks if not c["ok"]]
+
+
+# --------------------------------------------------------------------------- backups
+
+
+def _backup_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fingerprint", action=argparse.BooleanOptionalAction, default=None, help="record content fingerprints")
+    p.add_argument("--no-prune", dest="prune", action="store_false", help="skip retention after the backup")
+    p.add_argument("--prune-dry-run", action="store_true", help="only report what retention would remove")
+
+
+def _backup_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.backup import BackupParameters
+
+    return {"params": BackupParameters(fingerprint=args.fingerprint, prune=args.prune, prune_dry_run=args.prune_dry_run)}
+
+
+def _show_backup(result: Result) -> str:
+    line = f"backup {result['backup_id']} {result['status']}: {result['size_bytes']:,} bytes in {result['seconds']} s, sha256 {result['sha256']}"
+    retention = result.get("retention")
+    if retention:
+        verb = "would remove" if retention["dry_run"] else "removed"
+        line += f"\nretention {verb} {len(retention['removed'])} backup(s), kept {retention['kept']}"
+    return line
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backup-id", help="the backup to verify (default: the latest DONE)")
+    p.add_argument("--at", type=parse_time, help="verify the latest DONE backup at or before this time (no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--deep", action="store_true", help="also compare content fingerprints")
+
+
+def _verify_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.backup_verify import VerifyParameters
+
+    return {"params": VerifyParameters(backup_id=args.backup_id, at=team_time(args.at), deep=args.deep)}
+
+
+def _show_verify(result: Result) -> str:
+    lines = [f"verification of {result['backup_id']} ({result['database']}): {result['outcome'].upper()}"]
+    return "\n".join(lines + check_lines(result["checks"]))
+
+
+def _show_list(result: Result) -> str:
+    rows = result["backups"]
+    if not rows:
+        return f"no backups of {result['database']} in {result['store']}"
+    lines = [f"{'id':<24} {'time':<26} {'size':>10} {'status':<8} {'age':>8}  verified"]
+    for row in rows:
+        line = f"{row['id']:<24} {row['time']:<26} {row['size']:>10} {row['status']:<8} {row['age']:>8}  {row['verified']}"
+        lines.append(line + (f"  ({row['error']})" if row.get("error") else ""))
+    return "\n".join(lines)
+
+
+def _prune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--apply", action="store_true", help="really delete what the plan marks")
+
+
+def _prune_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.backup_prune import PruneParameters
+
+    return {"params": PruneParameters(dry_run=not args.apply)}
+
+
+def _show_prune(result: Result) -> str:
+    verb = "would remove" if result["dry_run"] else "removed"
+    orphans = f"; {verb} {len(result['orphans'])} object(s) without a manifest" if result.get("orphans") else ""
+    return f"retention {verb}: {', '.join(result['removed']) or 'nothing'} (kept {result['kept']}){orphans}" + (
+        "\n(dry run: add --apply to delete)" if result["dry_run"] else ""
+    )
+
+
+# --------------------------------------------------------------------------- disaster recovery
+
+
+def _dr_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backup-id", help="the backup to restore (default: the latest DONE)")
+    p.add_argument("--at", type=parse_time, help="restore the latest DONE backup at or before this time (no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--rto-minutes", type=positive_minutes, default=240.0, help="RTO target (default 240, §6.3)")
+    p.add_argument("--rpo-minutes", type=positive_minutes, default=60.0, help="RPO target (default 60, §6.3)")
+
+
+def _drill_arguments(p: argparse.ArgumentParser) -> None:
+    _dr_common(p)
+    p.add_argument("--keep-restored", action="store_true", help="keep the scratch database afterwards")
+
+
+def _recovery_arguments(p: argparse.ArgumentParser) -> None:
+    _dr_common(p)
+    p.add_argument("--confirm", metavar="DATABASE", help="the recovery target's database name, typed to confirm (required)")
+    p.add_argument("--replace", action="store_true", help="move a non-empty target aside (renamed, kept) and restore into a new one")
+    p.add_argument("--incident-at", type=parse_time, help="when the incident began (no offset: RUNBOOK_TIMEZONE; default: now)")
+
+
+def _dr_common_values(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(backup_id=args.backup_id, at=team_time(args.at), rto_target_minutes=args.rto_minutes, rpo_target_minutes=args.rpo_minutes)
+
+
+def _drill_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.disaster_recovery import DrParameters, Mode
+
+    return {"params": DrParameters(mode=Mode.DRILL, keep_restored=args.keep_restored, **_dr_common_values(args))}
+
+
+def _recovery_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.disaster_recovery import DrParameters, Mode
+
+    if not args.confirm:
+        raise ConfigError(
+            "a recovery needs --confirm <database>: the name of the database in RUNBOOK_RECOVERY_DATABASE_URL "
+            "(from the Prefect UI, the run pauses and asks instead)"
+        )
+    return {
+        "params": DrParameters(
+            mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=team_time(args.incident_at),
+            **_dr_common_values(args),
+        )
+    }
+
+
+def _show_dr(result: Result) -> str:
+    lines = [f"{result['mode']} of {result['database']} from {result['backup_id']} into {result['restored_into']}: {result['outcome'].upper()}"]
+    for number, phase in enumerate(result["phases"], 1):
+        lines.append(f"  {number}. {phase['name']:<17} {phase['status']:<8} {result['phase_seconds'][phase['name']]:>8.1f} s  {phase['detail']}")
+    lines += failure_lines(result["checks"])
+    lines.append(f"  {result['rpo']['message']}")
+    lines.append(f"  {result['rto']['message']}" if result.get("rto") else "  RTO not achieved: the phases did not finish")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- deploys
+
+
+def _deploy_verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", dest="environment", choices=["staging", "production"], default="staging", help="default: staging")
+    p.add_argument("--base-url", help="the platform's base URL (default: RUNBOOK_PLATFORM_URL)")
+    p.add_argument("--expected-version", help="the version the deploy should serve")
+    p.add_argument("--samples", type=positive, help="requests per endpoint (default: RUNBOOK_DEPLOY__SAMPLES, 5)")
+    p.add_argument("--no-rollback", dest="rollback", action="store_false", help="report only, even in production")
+
+
+def _deploy_verify_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.deploy_verify import DeployVerifyParameters
+
+    return {
+        "params": DeployVerifyParameters(
+            environment=args.environment, base_url=args.base_url, expected_version=args.expected_version,
+            samples=args.samples, rollback=args.rollback,
+        )
+    }
+
+
+def _show_deploy_verify(result: Result) -> str:
+    lines = [f"deploy verification ({result['environment']}, {result['base_url']}): {result['outcome'].upper()}"]
+    for row in result["rounds"][0]["endpoints"]:
+        lines.append(f"  {row['path']:<28} p50 {row['p50_ms']:>7.1f} ms  p95 {row['p95_ms']:>7.1f} ms  {row['statuses']}")
+    lines += failure_lines(result["checks"])
+    rollback = result["rollback"]
+    if rollback.get("done"):
+        lines.append(f"  rolled back ({rollback['result']}); verification after it: {rollback.get('verified')}")
+    elif rollback.get("error"):
+        lines.append(f"  ROLLBACK FAILED: {rollback['error']}")
+    return "\n".join(lines)
+
+
+def _predeploy_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deploy", action="store_true", help="then deploy staging, verify, production, verify")
+
+
+def _predeploy_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.predeploy_check import PredeployParameters
+
+    return {"params": PredeployParameters(deploy=args.deploy)}
+
+
+def _show_predeploy(result: Result) -> str:
+    return "\n".join([f"pre-deploy check: {result['outcome'].upper()}", *check_lines(result["checks"])])
+
+
+# --------------------------------------------------------------------------- troubleshooting and maintenance
+
+_CHECK_PREFIXES = {  # which checks belong to which component of diagnose
+    "api": ("api", "status", "shape", "latency", "cache", "version"),
+    "external-apis": ("external-apis", "coinmarketcap", "coingecko"),
+    "payments": ("payments", "stripe"),
+    "ai": ("ai", "openai", "anthropic"),
+}
+
+
+def _diagnose_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--component", choices=["api", "database", "external-apis", "payments", "ai", "all"], default="all")
+
+
+def _diagnose_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.diagnose import Component, DiagnoseParameters
+
+    return {"params": DiagnoseParameters(component=Component(args.component))}
+
+
+def _show_diagnose(result: Result) -> str:
+    lines = [f"diagnosis: {result['outcome'].upper()}"]
+    for component, verdict in result["components"].items():
+        lines.append(f"  {component}: {verdict}")
+        for check in result["checks"]:
+            if not check["ok"] and check["name"].split(":", 1)[0] in _CHECK_PREFIXES.get(component, (component,)):
+                lines.append(f"    {'FAIL' if check['critical'] else 'warn'} {check['name']}: {check['detail']}")
+        if component in result["advice"]:
+            lines.append(f"    next: {result['advice'][component]}")
+    return "\n".join(lines)
+
+
+def _cert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", dest="hosts", action="append", default=[], help="host or host:port (repeatable; default RUNBOOK_CERTS__HOSTS)")
+    p.add_argument("--no-renew", dest="renew", action="store_false", help="report only, even when a certificate is due")
+
+
+def _cert_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.cert_check import CertParameters
+
+    return {"params": CertParameters(hosts=args.hosts, renew=args.renew)}
+
+
+def _show_cert(result: Result) -> str:
+    lines = [f"certificates: {result['outcome'].upper()}"]
+    for row in result["certificates"]:
+        lines.append(f"  {row['host']:<32} expires {row['expires']:<22} {row['days_left']} days  chain {row['chain']}  hostname {row['hostname']}")
+    return "\n".join(lines + failure_lines(result["checks"]))
+
+
+def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="only plan and report (the default)")
+    mode.add_argument("--apply", action="store_true", help="really delete / flag, in batches")
+    p.add_argument("--policy", dest="policies", action="append", default=[], help="run only this policy (repeatable)")
+    p.add_argument("--batch-size", type=positive, help="rows per batch (default RUNBOOK_CLEANUP__BATCH_SIZE)")
+    p.add_argument(
+        "--abandon-unfinished", action="store_true",
+        help="abandon the policies' unfinished runs instead of resuming them (reports what they had changed)",
+    )
+
+
+def _cleanup_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.data_cleanup import CleanupParameters
+
+    return {
+        "params": CleanupParameters(
+            dry_run=not args.apply, policies=args.policies, batch_size=args.batch_size, abandon_unfinished=args.abandon_unfinished
+        )
+    }
+
+
+def _show_cleanup(result: Result) -> str:
+    lines = []
+    for plan in result["plans"]:
+        lines.append(f"  {plan['policy']:<20} {plan['action']:<13} {plan['rows']:>12,} rows in {plan['table']} (before {plan['cutoff']})")
+        if plan.get("problem"):
+            lines.append(f"    CANNOT RUN: {plan['problem']}")
+    for entry in result.get("unfinished", []):
+        if entry["verdict"] == "abandon":
+            verb = "would abandon" if result["dry_run"] else "abandoned"
+        else:
+            verb = "would resume" if result["dry_run"] else "resumed"
+        lines.append(f"  {verb} unfinished run {entry['run_id']} of {entry['policy']} (cutoff {entry['cutoff']}): it had {entry['done']}")
+    if result["dry_run"]:
+        return "\n".join(["clean-up plan (dry run: add --apply to do it):", *lines])
+    done = []
+    for r in result["results"]:
+        if r["outcome"] == "done":
+            done.append(f"  {r['policy']:<20} {r['rows']:>12,} rows in {r['batches']} batches" + (" (resumed)" if r["resumed"] else ""))
+        else:
+            before = f" ({r['rows']:,} rows in {r['batches']} batches before it stopped)" if r["batches"] else ""
+            done.append(f"  {r['policy']:<20} {r['outcome'].upper()}: {r['error']}{before}")
+    complete = all(r["outcome"] == "done" for r in result["results"])
+    unfinished = [line for line in lines if "unfinished run" in line]
+    return "\n".join([*unfinished, "clean-up done:" if complete else "clean-up incomplete:", *done])
+
+
+def _maintenance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-vacuum", dest="vacuum", action="store_false", help="report only")
+    p.add_argument("--apply", action="store_true", help="create a missing recommended index CONCURRENTLY")
+
+
+def _maintenance_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.db_maintenance import MaintenanceParameters
+
+    return {"params": MaintenanceParameters(vacuum=args.vacuum, apply=args.apply)}
+
+
+def _show_maintenance(result: Result) -> str:
+    lines = [f"maintenance of {result['database']}: {result['outcome'].upper()}"]
+    if result["vacuumed"]:
+        lines.append(f"  VACUUM ANALYZE: {', '.join(result['vacuumed'])}")
+    for check in result["checks"]:
+        lines.append(f"  {'ok  ' if check['ok'] else 'warn'} {check['name']}: {check['detail']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the registry
+
+PROCEDURES: dict[str, Procedure] = {
+    p.name: p
+    for p in [
+        Procedure("backup", "flows/backup.py:backup", "back up the database (§6.1)",
+                  _backup_arguments, _backup_parameters, _show_backup),
+        Procedure("backup-verify", "flows/backup_verify.py:backup_verify", "verify a backup (§6.2)",
+                  _verify_arguments, _verify_parameters, _show_verify),
+        Procedure("backup-list", "flows/backup_list.py:backup_list", "list the backups", show=_show_list),
+        Procedure("backup-prune", "flows/backup_prune.py:backup_prune", "apply backup retention (dry run unless --apply)",
+                  _prune_arguments, _prune_parameters, _show_prune),
+        Procedure("dr-drill", "flows/disaster_recovery.py:disaster_recovery", "disaster-recovery drill into a scratch database (§6.4)",
+                  _drill_arguments, _drill_parameters, _show_dr, mode={"mode": "drill"}),
+        Procedure("disaster-recovery", "flows/disaster_recovery.py:disaster_recovery", "recover into RUNBOOK_RECOVERY_DATABASE_URL (§6.4)",
+                  _recovery_arguments, _recovery_parameters, _show_dr, mode={"mode": "recover"}),
+        Procedure("deploy-verify", "flows/deploy_verify.py:deploy_verify", "verify a deploy; roll back a bad production deploy (§1.4-1.5)",
+                  _deploy_verify_arguments, _deploy_verify_parameters, _show_deploy_verify),
+        Procedure("predeploy-check", "flows/predeploy_check.py:predeploy_check", "secrets and gate commands before a deploy (§1.1-1.3)",
+                  _predeploy_arguments, _predeploy_parameters, _show_predeploy),
+        Procedure("diagnose", "flows/diagnose.py:diagnose", "the troubleshooting steps of §3",
+                  _diagnose_arguments, _diagnose_parameters, _show_diagnose),
+        Procedure("cert-check", "flows/cert_check.py:cert_check", "TLS certificates: expiry, chain, hostname (§4.3)",
+                  _cert_arguments, _cert_parameters, _show_cert),
+        Procedure("data-cleanup", "flows/data_cleanup.py:data_cleanup", "the retention rules of §4.5 (dry run unless --apply)",
+                  _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
+        Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",
+                  _maintenance_arguments, _maintenance_parameters, _show_maintenance),
+    ]
+}
