@@ -91,3 +91,8 @@ def test_each_commands_env_names_are_configurable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(variable, value.replace(f'"{listed[0]}"', f'"{listed[0]}-X"'))  # not a variable name
     with pytest.raises(Exception, match=variable.split("__")[0]):
         load_settings()
+
+
+def test_env_names_are_for_commands_an_http_step_is_refused_with_them() -> None:
+    with pytest.raises(ValueError, match="env is for commands"):
+        HookStep(name="maintenance on", url="https://example.com/maintenance", env=["CLOUDFLARE_API_TOKEN"])
