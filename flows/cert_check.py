@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, Failed
+from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
+from runbook.checks import CheckResult, outcome
 from runbook.deploy import certificate_checks
 from runbook.errors import ConfigError
-from runbook.reports import expected_failures
+from runbook.reports import conclude, expected_failures
 from runbook.settings import CertSettings, HookStep, load_settings
 from tasks.hooks import run_hook_step
 from tasks.shell import known_secrets
@@ -85,13 +84,8 @@ def cert_check(params: CertParameters = CertParameters()) -> Any:
     elif due and params.renew:
         renewal["reason"] = "no renewal command configured (RUNBOOK_CERTS__RENEW_COMMAND)"
     rows = _rows(infos)
-    report = {"outcome": outcome(checks), "certificates": rows, "renewal": renewal,
-              "checks": [c.model_dump() for c in checks], "failed": [c.name for c in failed(checks)]}
     create_table_artifact(key="cert-check", table=rows, description="TLS certificates and their expiry")
-    create_markdown_artifact(key="cert-check-report", markdown=f"# Certificates: {report['outcome']}\n\n" + checks_markdown(checks))
-    critical = failed(checks, critical_only=True)
-    if critical:
-        report["message"] = "certificates need attention: " + describe(critical, 6)
-        return Failed(message=report["message"], data=report)
-    report["message"] = f"certificates: {report['outcome']}"
-    return Completed(message=report["message"], data=report)
+    return conclude(
+        checks, {"certificates": rows, "renewal": renewal},
+        passed=f"certificates: {outcome(checks)}", failed_as="certificates need attention", artifact=("cert-check-report", "Certificates"),
+    )

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed
 from pydantic import BaseModel, Field
 
-from runbook.checks import CheckResult, checks_markdown, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, outcome
 from runbook.maintenance import (
     dead_tuple_checks,
     human_bytes,
@@ -21,7 +20,7 @@ from runbook.maintenance import (
     size_check,
     unused_indexes,
 )
-from runbook.reports import artifact_key, expected_failures
+from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.target import prepare
 from tasks import postgres
 from tasks.maintenance import create_index_concurrently, read_facts, vacuum_analyze_tables
@@ -42,7 +41,6 @@ def db_maintenance(params: MaintenanceParameters = MaintenanceParameters()) -> A
     constraints), invalid indexes, dead tuples and bloat estimates, the settings and
     indexes of §7.4, and the size against §7.2's 80 GB. With apply, a missing
     recommended index is built CONCURRENTLY."""
-    logger = get_run_logger()
     settings, target = prepare()
     database = postgres.database_name(target.dsn)
     tables = settings.maintenance.tables
@@ -80,18 +78,15 @@ def db_maintenance(params: MaintenanceParameters = MaintenanceParameters()) -> A
     unused_rows = [{"index": i.name, "table": i.table, "size": human_bytes(i.size_bytes), "definition": i.definition} for i in unused]
     report = {
         "database": database,
-        "outcome": outcome(checks),
         "vacuumed": vacuumed,
         "created_indexes": created,
-        "checks": [c.model_dump() for c in checks],
-        "failed": [c.name for c in failed(checks)],
         "unused_indexes": unused_rows,
         "tables": facts["tables"],
         "size_bytes": facts["size_bytes"],
     }
     create_markdown_artifact(
         key=artifact_key("db-maintenance", database),
-        markdown=f"# Database maintenance of `{database}`: {report['outcome']}\n\n"
+        markdown=f"# Database maintenance of `{database}`: {outcome(checks)}\n\n"
         + (f"VACUUM ANALYZE: {', '.join(vacuumed)}\n\n" if vacuumed else "")
         + checks_markdown(checks),
         description="Settings, indexes, dead tuples, size",
@@ -100,6 +95,5 @@ def db_maintenance(params: MaintenanceParameters = MaintenanceParameters()) -> A
     create_table_artifact(key=artifact_key("db-maintenance-columns", database), table=facts["columns"], description="Column statistics (pg_stats)")
     if unused_rows:
         create_table_artifact(key=artifact_key("db-maintenance-unused-indexes", database), table=unused_rows, description="Unused indexes")
-    report["message"] = f"maintenance of {database}: {report['outcome']}" + (f"; created {', '.join(created)}" if created else "")
-    logger.info(report["message"])
-    return Completed(message=report["message"], data=report)
+    created_text = f"; created {', '.join(created)}" if created else ""
+    return conclude(checks, report, passed=f"maintenance of {database}: {outcome(checks)}{created_text}", failed_as=f"maintenance of {database} found problems")

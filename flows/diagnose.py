@@ -9,14 +9,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
-from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.deploy import Sample, endpoint_checks, endpoint_rows
 from runbook.diagnose import ADVICE, COMPONENTS, database_checks
 from runbook.errors import ConfigError, RunbookError
-from runbook.reports import expected_failures
+from runbook.reports import conclude, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks.http import probe_endpoints
@@ -121,15 +120,8 @@ def diagnose(params: DiagnoseParameters = DiagnoseParameters()) -> Any:
         logger.info("%s: %s", component, outcome(results[component]))
     checks = [c for component in components for c in results[component]]
     advice = {c: ADVICE[c] for c in components if failed(results[c])}
-    report = {
-        "components": {c: outcome(results[c]) for c in components},
-        "outcome": outcome(checks),
-        "checks": [c.model_dump() for c in checks],
-        "failed": [c.name for c in failed(checks)],
-        "advice": advice,
-        "details": details,
-    }
-    lines = [f"# Diagnosis ({params.component.value}): {report['outcome']}", ""]
+    report = {"components": {c: outcome(results[c]) for c in components}, "advice": advice, "details": details}
+    lines = [f"# Diagnosis ({params.component.value}): {outcome(checks)}", ""]
     for component in components:
         lines += [f"## {component}: {outcome(results[component])}", "", checks_markdown(results[component]), ""]
         if component in advice:
@@ -137,9 +129,4 @@ def diagnose(params: DiagnoseParameters = DiagnoseParameters()) -> Any:
     create_markdown_artifact(key=f"diagnose-{params.component.value}", markdown="\n".join(lines), description="Troubleshooting (§3)")
     if "api" in details:
         create_table_artifact(key="diagnose-api-timings", table=details["api"], description="Timing breakdown per endpoint")
-    critical = failed(checks, critical_only=True)
-    if critical:
-        report["message"] = "diagnosis found problems: " + describe(critical, 6)
-        return Failed(message=report["message"], data=report)
-    report["message"] = f"diagnosis: {report['outcome']}"
-    return Completed(message=report["message"], data=report)
+    return conclude(checks, report, passed=f"diagnosis: {outcome(checks)}", failed_as="diagnosis found problems")

@@ -9,13 +9,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
 from flows.deploy_verify import DeployVerifyParameters, Environment, deploy_verify
-from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
+from runbook.checks import CheckResult, failed
 from runbook.errors import ConfigError
-from runbook.reports import artifact_key, expected_failures
+from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.settings import GateCommand, RunbookSettings, load_settings
 from tasks.secrets import block_name, locate_secrets_task
 from tasks.shell import CommandResult, known_secrets, run_command
@@ -120,24 +119,9 @@ def predeploy_check(params: PredeployParameters = PredeployParameters()) -> Any:
             if not verified:
                 break
 
-    report = {
-        "outcome": outcome(checks),
-        "gate_passed": gate_passed,
-        "checks": [c.model_dump() for c in checks],
-        "failed": [c.name for c in failed(checks)],
-        "deployed": deployed,
-    }
-    create_markdown_artifact(
-        key="predeploy-check",
-        markdown=f"# Pre-deploy check: {report['outcome']}\n\n" + checks_markdown(checks),
-        description="Secrets, gates and deploys",
+    return conclude(
+        checks, {"gate_passed": gate_passed, "deployed": deployed},
+        passed="pre-deploy check passed" + (f"; deployed to {', '.join(d['environment'] for d in deployed)}" if deployed else ""),
+        failed_as="pre-deploy check failed", after_failure="; nothing was deployed" if params.deploy and not gate_passed else "",
+        artifact=("predeploy-check", "Pre-deploy check"), description="Secrets, gates and deploys",
     )
-    critical = failed(checks, critical_only=True)
-    if critical:
-        report["message"] = "pre-deploy check failed: " + describe(critical, 6)
-        if params.deploy and not gate_passed:
-            report["message"] += "; nothing was deployed"
-        logger.error(report["message"])
-        return Failed(message=report["message"], data=report)
-    report["message"] = "pre-deploy check passed" + (f"; deployed to {', '.join(d['environment'] for d in deployed)}" if deployed else "")
-    return Completed(message=report["message"], data=report)

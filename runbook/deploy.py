@@ -4,7 +4,6 @@ of samples says about each endpoint, and whether to roll back. No I/O."""
 from __future__ import annotations
 
 import re
-import statistics
 
 from pydantic import BaseModel, Field
 
