@@ -17,8 +17,8 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from runbook.cleanup import (
-    Action, ArchivedBatch, BatchKey, Policy, batching_problem, PolicyFailed, PolicyPlan, TableInfo, Unfinished, archive_key, definition, fingerprint,
-    qualified, resume_problem, selection,
+    Action, ArchivedBatch, BatchKey, Policy, PolicyFailed, PolicyPlan, TableInfo, Unfinished, archive_key, batching_problem, definition,
+    fingerprint, qualified, resume_problem, selection,
 )
 from runbook.errors import ConfigError, StoreError
 from tasks.store import BackupStore, put_json
@@ -82,20 +82,20 @@ def batch_key(conn: psycopg.Connection[Any], table: str, key: BatchKey | str | N
     if isinstance(key, str) and key_type is not None:
         return BatchKey(columns=[key], types=[key_type])
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    schema, _, name = table.partition(".")
-    relation = "(quote_ident(%(schema)s) || '.' || quote_ident(%(name)s))::regclass"
+    relation = {"relation": qualified(table).as_string(conn)}  # quoted by sql.Identifier, read by regclass
     types = dict(
         conn.execute(
-            f"SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = {relation} AND attnum > 0 AND NOT attisdropped",
-            {"schema": schema, "name": name},
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = %(relation)s::regclass AND attnum > 0 AND NOT attisdropped",
+            relation,
         ).fetchall()
     )
     if key is None:
         row = conn.execute(
-            f"""SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
-                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                WHERE i.indrelid = {relation} AND i.indisprimary""",
-            {"schema": schema, "name": name},
+            """SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+               FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+               WHERE i.indrelid = %(relation)s::regclass AND i.indisprimary""",
+            relation,
         ).fetchone()
         columns = list(row[0]) if row and row[0] else []
     else:
