@@ -24,7 +24,7 @@ from runbook.target import prepare
 from tasks import backups as backup_tasks
 from tasks.pgtools import PgTools, choose_pg_tools
 from tasks.postgres import ServerInfo, inspect_database
-from tasks.runs import report_collisions
+from tasks.runs import current_deployment_run, report_collisions
 from tasks.store import BackupStore, open_backup_store
 
 
@@ -143,7 +143,8 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     # concurrency limit (CANCEL_NEW) cancels that run and every one after it.
     deadline = time.monotonic() + settings.backup.timeout_seconds
     # ...and when that happened before, this run says so (a warning, in the log and report).
-    collisions = report_collisions("backup")
+    deployed = current_deployment_run()
+    collisions = report_collisions(*deployed, "backup") if deployed else None
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
     info = inspect_database(target.dsn, settings.connect_timeout)
     tools = choose_tools(settings, info)

@@ -129,20 +129,26 @@ def collision_check(collisions: list[Collision], procedure: str) -> CheckResult:
     )
 
 
-@task(name="read-collisions", cache_policy=NO_CACHE)
-def report_collisions(procedure: str) -> CheckResult | None:
-    """When this run belongs to a deployment: warn about its scheduled runs that the
-    server cancelled (CANCEL_NEW) since the previous run, because that one was still
-    going. None for a run outside a deployment (the CLI)."""
-    from prefect.runtime import deployment, flow_run
+def current_deployment_run() -> tuple[UUID, UUID] | None:
+    """(deployment id, flow run id) of the running flow when a deployment started it;
+    None otherwise (the CLI). From the run's context: no API call."""
+    from prefect.context import FlowRunContext
 
-    deployment_id, run_id = deployment.get_id(), flow_run.get_id()
-    if not deployment_id or not run_id:
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    if run is None or run.deployment_id is None:
         return None
+    return run.deployment_id, run.id
+
+
+@task(name="read-collisions", cache_policy=NO_CACHE)
+def report_collisions(deployment_id: UUID, run_id: UUID, procedure: str) -> CheckResult:
+    """Warn about the deployment's scheduled runs that the server cancelled
+    (CANCEL_NEW) since its previous run, because that one was still going."""
     logger = get_run_logger()
     try:
         with get_client(sync_client=True) as client:
-            collisions = read_collisions(client, UUID(str(deployment_id)), UUID(str(run_id)), now=datetime.now(timezone.utc))
+            collisions = read_collisions(client, deployment_id, run_id, now=datetime.now(timezone.utc))
     except (httpx.HTTPError, PrefectHTTPStatusError) as err:
         # a report about past runs must not stop this backup; the check says it is unknown
         logger.warning("Could not read the deployment's earlier runs: %s", err)
