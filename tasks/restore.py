@@ -281,10 +281,9 @@ class RestorePipeline:
             self.notify("fetched")
             bad = failed(checks, critical_only=True)
             if bad:
-                self.failure = f"{self.manifest.id} does not match its manifest: " + describe(bad)
-                detail = "not attempted: the stored dump does not match its manifest"
-                if destination.move_aside:
-                    detail += f"; {destination.name} was not touched"
+                untouched = f"; {destination.name} was not touched" if destination.move_aside else ""
+                self.failure = f"{self.manifest.id} does not match its manifest: " + describe(bad) + untouched
+                detail = "not attempted: the stored dump does not match its manifest" + untouched
                 return [*checks, CheckResult(name="restore", ok=False, detail=detail)]
             try:
                 if destination.move_aside:

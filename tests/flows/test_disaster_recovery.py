@@ -388,7 +388,7 @@ def test_replace_with_a_corrupt_dump_leaves_the_target_untouched(recovery: Any) 
     dump.write_bytes(bytes(data))
     state, report = _run(mode=Mode.RECOVER, confirm=name, replace=True)
     assert state.is_failed()
-    assert _phases(report)["restore"] == "failed" and "sha256" in state.message
+    assert _phases(report)["restore"] == "failed" and "sha256" in state.message and f"{name} was not touched" in state.message
     assert report["moved_aside"] is None and report["put_back"] is False
     assert f"{name} was not touched" in " ".join(report["notes"])
     _assert_untouched(platform, name)
