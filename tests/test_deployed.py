@@ -288,6 +288,11 @@ def deployed(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         for process in reversed(started):
             process.stop()
+        # a run that fell back to the sandbox (what the tests check against) would have
+        # left its PostgreSQL running under the worker's home: stop it too
+        from sandbox.platform import Sandbox
+
+        Sandbox(worker_home).down()
         with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
     assert not [p.name for p in started if _group_alive(p.popen.pid)], "processes left running"
