@@ -216,8 +216,11 @@ class Deployed:
 
     @property
     def prefix(self) -> Path:
-        """Where this database's backups belong in the configured store."""
-        return self.store / self.database
+        """Where this database's backups belong in the configured store: its instance
+        (no RUNBOOK_INSTANCE is configured, so the default one of host, port, database)."""
+        from runbook.target import default_instance
+
+        return self.store / default_instance(self.dsn)
 
     def manifests(self) -> list[Path]:
         """Every backup manifest in the configured store, wherever it lies."""
