@@ -136,6 +136,7 @@ def _verify_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 def _show_verify(result: Result) -> str:
     lines = [f"verification of {result['backup_id']} ({result['database']}): {result['outcome'].upper()}"]
+    lines += [f"  note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines + check_lines(result["checks"]))
 
 
@@ -221,6 +222,7 @@ def _show_dr(result: Result) -> str:
     for number, phase in enumerate(result["phases"], 1):
         lines.append(f"  {number}. {phase['name']:<17} {phase['status']:<8} {result['phase_seconds'][phase['name']]:>8.1f} s  {phase['detail']}")
     lines += failure_lines(result["checks"])
+    lines += [f"  note: {note}" for note in result.get("notes", [])]
     lines.append(f"  {result['rpo']['message']}")
     lines.append(f"  {result['rto']['message']}" if result.get("rto") else "  RTO not achieved: the phases did not finish")
     return "\n".join(lines)
