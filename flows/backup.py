@@ -176,7 +176,7 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
         "checks": [collisions.model_dump()] if collisions else [],
     }
     create_markdown_artifact(
-        key=artifact_key("backup", info.database),
+        key=artifact_key("backup", target.instance),
         markdown=_report(manifest, store.url, retention, [collisions] if collisions else []),
         description=f"Backup {manifest.id} of {info.database}",
     )

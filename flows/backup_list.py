@@ -42,7 +42,7 @@ def backup_list() -> dict[str, Any]:
             }
         )
     create_table_artifact(
-        key=artifact_key("backup-list", database),
+        key=artifact_key("backup-list", target.instance),
         table=[{k: v for k, v in row.items() if k not in ("size_bytes", "error")} for row in rows] or [{"id": "no backups"}],
         description=f"Backups of {database} in {store.url}/{target.instance}",
     )

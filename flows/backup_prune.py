@@ -38,7 +38,7 @@ def apply_retention(
     manifests, verifications = backup_tasks.read_catalog(store, prefix)
     decisions = plan_retention(manifests, verifications, settings.retention, timezone_name=settings.timezone)
     create_table_artifact(
-        key=artifact_key("backup-retention", database),
+        key=artifact_key("backup-retention", prefix),
         table=[
             {"backup": d.backup_id, "action": "keep" if d.keep else ("would remove" if dry_run else "remove"), "why": "; ".join(d.reasons) or "outside every retention period"}
             for d in decisions

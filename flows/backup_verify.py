@@ -89,7 +89,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     manifests, _ = read_catalog_task(store, target.instance)
     if params.backup_id and params.backup_id not in {m.id for m in manifests}:
         if dump_key(target.instance, params.backup_id) in store.list_keys(f"{target.instance}/"):
-            return _manifest_missing(params, database, store.url)
+            return _manifest_missing(params, database, store.url, target.instance)
     manifest = select_backup(manifests, backup_id=params.backup_id, at_or_before=maybe_team_time(params.at, settings.timezone))
     if params.deep and not manifest.fingerprints:
         raise ConfigError(
@@ -138,12 +138,12 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         "failed": verification.failed_checks,
     }
     create_markdown_artifact(
-        key=artifact_key("backup-verify", database),
+        key=artifact_key("backup-verify", target.instance),
         markdown=_report(manifest, checks, result, report["notes"], settings.timezone),
         description=f"Verification of {manifest.id}: {result}",
     )
     create_table_artifact(
-        key=artifact_key("backup-verify-checks", database),
+        key=artifact_key("backup-verify-checks", target.instance),
         table=[check.model_dump() for check in checks],
         description=f"Checks of {manifest.id}",
     )
@@ -156,7 +156,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     return Completed(message=f"{manifest.id} verified: {result}{where}", data=report)
 
 
-def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -> Any:
+def _manifest_missing(params: VerifyParameters, database: str, store_url: str, instance: str) -> Any:
     """A dump whose manifest is gone cannot be verified: a failed ``manifest`` check."""
     check = CheckResult(name="manifest", ok=False, detail=f"{params.backup_id} has a dump but no manifest")
     report = {
@@ -169,7 +169,7 @@ def _manifest_missing(params: VerifyParameters, database: str, store_url: str) -
         "failed": [check.name],
     }
     create_markdown_artifact(
-        key=artifact_key("backup-verify", database),
+        key=artifact_key("backup-verify", instance),
         markdown=f"# Verification of {params.backup_id}: failed\n\n" + checks_markdown([check]),
     )
     return Failed(message=f"{params.backup_id} failed verification: manifest ({check.detail})", data=report)

@@ -87,7 +87,7 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
     archiving = any(p.action is Action.ARCHIVE_THEN_DELETE for p, _ in runnable)
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb) if archiving else None
     create_table_artifact(
-        key=artifact_key("data-cleanup-plan", database),
+        key=artifact_key("data-cleanup-plan", target.instance),
         table=[p.model_dump(mode="json") | {"sample_keys": ", ".join(map(str, p.sample_keys)), "problem": p.problem or ""} for p in plans],
         description=f"What each policy would touch in {database} ({'dry run' if params.dry_run else 'applied next'})",
     )
@@ -160,7 +160,7 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
         report["archive"] = f"{store.url}/{target.instance}/archive/"
     report["vacuumed"] = touched if settings.cleanup.vacuum else []
     create_markdown_artifact(
-        key=artifact_key("data-cleanup", database),
+        key=artifact_key("data-cleanup", target.instance),
         markdown=_markdown(database, results, report["unfinished"]),
         description=f"Clean-up of {database}: exact counts",
     )

@@ -85,15 +85,15 @@ def db_maintenance(params: MaintenanceParameters = MaintenanceParameters()) -> A
         "size_bytes": facts["size_bytes"],
     }
     create_markdown_artifact(
-        key=artifact_key("db-maintenance", database),
+        key=artifact_key("db-maintenance", target.instance),
         markdown=f"# Database maintenance of `{database}`: {outcome(checks)}\n\n"
         + (f"VACUUM ANALYZE: {', '.join(vacuumed)}\n\n" if vacuumed else "")
         + checks_markdown(checks),
         description="Settings, indexes, dead tuples, size",
     )
-    create_table_artifact(key=artifact_key("db-maintenance-tables", database), table=facts["tables"], description="Tables: tuples, vacuum, bloat")
-    create_table_artifact(key=artifact_key("db-maintenance-columns", database), table=facts["columns"], description="Column statistics (pg_stats)")
+    create_table_artifact(key=artifact_key("db-maintenance-tables", target.instance), table=facts["tables"], description="Tables: tuples, vacuum, bloat")
+    create_table_artifact(key=artifact_key("db-maintenance-columns", target.instance), table=facts["columns"], description="Column statistics (pg_stats)")
     if unused_rows:
-        create_table_artifact(key=artifact_key("db-maintenance-unused-indexes", database), table=unused_rows, description="Unused indexes")
+        create_table_artifact(key=artifact_key("db-maintenance-unused-indexes", target.instance), table=unused_rows, description="Unused indexes")
     created_text = f"; created {', '.join(created)}" if created else ""
     return conclude(checks, report, passed=f"maintenance of {database}: {outcome(checks)}{created_text}", failed_as=f"maintenance of {database} found problems")

@@ -451,12 +451,12 @@ def _report(
     if scratch is not None and scratch.note:
         notes.append(scratch.note)
     create_table_artifact(
-        key=artifact_key("dr-history", record.database),
+        key=artifact_key("dr-history", record.instance or record.database),
         table=dr.history_rows([record, *previous], zone),
         description=f"Drills and recoveries of {record.database}, newest first",
     )
     create_markdown_artifact(
-        key=artifact_key("dr-report", record.database),
+        key=artifact_key("dr-report", record.instance or record.database),
         markdown=dr.report_markdown(record, findings.checks, previous, rto_target, destination.name, kept, notes=notes, zone=zone),
         description=f"{record.mode} of {record.database}: {record.outcome}",
     )

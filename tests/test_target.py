@@ -120,3 +120,18 @@ def test_the_store_variable_is_read_when_each_run_starts(platform: Platform, tmp
     state, _ = _backup_into()
     assert state.is_failed() and "the Prefect Variable 'rb_store_at_run_time' is empty" in state.message
     assert len(list(tmp_path.rglob("*.manifest.json"))) == 2  # the failed runs wrote nothing
+
+
+def test_two_instances_of_one_database_name_keep_their_own_reports(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staging and production are both ``postgres`` on Supabase: on one Prefect server
+    their reports must not be versions of one artifact."""
+    from prefect.artifacts import Artifact
+
+    from flows.backup_list import backup_list
+
+    for instance in ("staging-db", "production-db"):
+        monkeypatch.setenv("RUNBOOK_INSTANCE", instance)
+        assert backup_list(return_state=True).is_completed()
+    staging, production = Artifact.get("backup-list-staging-db"), Artifact.get("backup-list-production-db")
+    assert staging is not None and production is not None and staging.id != production.id
+    assert "staging-db" in (staging.description or "") and "production-db" in (production.description or "")
