@@ -90,7 +90,7 @@ def test_a_gate_gets_only_path_home_lang_and_its_own_env_names(secrets_set: None
 
 
 def test_gates_must_all_pass_their_output_is_kept_with_secrets_masked(secrets_set: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    leaky = f"import os, sys; print('audit: 2 high vulnerabilities, key', os.environ['OPENAI_API_KEY']); sys.exit(3)"
+    leaky = "import os, sys; print('audit: 2 high vulnerabilities, key', os.environ['OPENAI_API_KEY']); sys.exit(3)"
     monkeypatch.setenv("RUNBOOK_PREDEPLOY__GATES", json.dumps([
         gate("production-check", "print('ready')"),
         {**gate("security-scan", leaky), "env": ["OPENAI_API_KEY"]},

@@ -1,329 +1,37 @@
-"""The PostgreSQL side of data clean-up (§4.5): the catalog the policies are checked
-against, the plan of what each policy would touch, the journal, and the batches. A
-single integer primary key walks arithmetic windows; uuid, text and composite keys
-read each window's end from the key index (a composite one by row comparison)."""
+"""The batch engine of data clean-up: short transactions walking the selected key
+range (arithmetic windows for one integer key; windows read from the key index for
+uuid, text and composite keys, a composite one by row comparison), archive-then-delete,
+and the back-off while the database is under pressure."""
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-
-import hashlib
-import json
 
 import psycopg
 import zstandard
 from psycopg import sql
-from pydantic import BaseModel
 
 from runbook.cleanup import (
-    Action, ArchivedBatch, BatchKey, Policy, PolicyFailed, PolicyPlan, TableInfo, Unfinished, archive_key, batching_problem, definition,
-    fingerprint, qualified, resume_problem, selection,
+    Action,
+    ArchivedBatch,
+    BatchKey,
+    Policy,
+    PolicyFailed,
+    archive_key,
+    qualified,
+    selection,
 )
-from runbook.errors import ConfigError, StoreError
+from runbook.errors import StoreError
+from tasks import postgres
+from tasks.cleanup.journal import JOURNAL, JournalEntry, finish_entry, open_entry
+from tasks.cleanup.plan import Bounds, batch_key, iso_dates, match_bounds
 from tasks.store import BackupStore, put_json
-from tasks.postgres import SYSTEM_SCHEMAS
-
-SAMPLE_KEYS = 5
-
-
-def table_catalog(conn: psycopg.Connection[Any]) -> dict[str, TableInfo]:
-    """Every user table with its columns (name -> data type) and primary key."""
-    columns: dict[str, dict[str, str]] = {}
-    for table, column, kind in conn.execute(
-        """
-        SELECT table_schema || '.' || table_name, column_name, data_type
-        FROM information_schema.columns
-        WHERE table_schema <> ALL(%s) AND table_schema NOT LIKE 'pg_temp%%'
-        ORDER BY 1, ordinal_position
-        """,
-        (list(SYSTEM_SCHEMAS),),
-    ).fetchall():
-        columns.setdefault(table, {})[column] = kind
-    keys: dict[str, list[str]] = {}
-    for table, names in conn.execute(
-        """
-        SELECT n.nspname || '.' || c.relname,
-               array_agg(a.attname ORDER BY array_position(con.conkey, a.attnum))
-        FROM pg_constraint con
-        JOIN pg_class c ON c.oid = con.conrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(con.conkey)
-        WHERE con.contype = 'p' AND n.nspname <> ALL(%s)
-        GROUP BY 1
-        """,
-        (list(SYSTEM_SCHEMAS),),
-    ).fetchall():
-        keys[table] = list(names)
-    kinds = dict(
-        conn.execute(
-            "SELECT table_schema || '.' || table_name, table_type FROM information_schema.tables WHERE table_schema <> ALL(%s)",
-            (list(SYSTEM_SCHEMAS),),
-        ).fetchall()
-    )
-    return {
-        table: TableInfo(columns=cols, primary_key=keys.get(table, []), kind=kinds.get(table, "BASE TABLE"))
-        for table, cols in columns.items()
-    }
-
-
-def iso_dates(conn: psycopg.Connection[Any]) -> None:
-    """Keys are kept as their columns' text (the journal, the plan): a time in a key is
-    written in ISO form, which every DateStyle reads back the same."""
-    conn.execute("SET datestyle = 'ISO, YMD'")
-    conn.commit()
-
-
-def batch_key(conn: psycopg.Connection[Any], table: str, key: BatchKey | str | None = None, key_type: str | None = None) -> BatchKey:
-    """The key to walk: as given, or one column with its type, or (nothing given) the
-    table's primary key read from the catalog. Leaves no transaction open."""
-    if isinstance(key, BatchKey):
-        return key
-    if isinstance(key, str) and key_type is not None:
-        return BatchKey(columns=[key], types=[key_type])
-    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    relation = {"relation": qualified(table).as_string(conn)}  # quoted by sql.Identifier, read by regclass
-    types = dict(
-        conn.execute(
-            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
-            " WHERE attrelid = %(relation)s::regclass AND attnum > 0 AND NOT attisdropped",
-            relation,
-        ).fetchall()
-    )
-    if key is None:
-        row = conn.execute(
-            """SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
-               FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-               WHERE i.indrelid = %(relation)s::regclass AND i.indisprimary""",
-            relation,
-        ).fetchone()
-        columns = list(row[0]) if row and row[0] else []
-    else:
-        columns = [key]
-    if idle and not conn.autocommit:
-        conn.rollback()
-    if not columns:
-        raise ConfigError(f"{table} has no primary key to walk in batches")
-    return BatchKey(columns=columns, types=[types.get(c, "") for c in columns])
-
-
-def count_selected(conn: psycopg.Connection[Any], policy: Policy, cutoff: datetime) -> int:
-    """How many rows the policy selects now (for a table it cannot work on in batches)."""
-    where, params = selection(policy, cutoff)
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(t=qualified(policy.table), w=where), params).fetchone()
-    conn.rollback()
-    return int(row[0]) if row else 0
-
-
-def plan_policy(
-    conn: psycopg.Connection[Any], policy: Policy, key: BatchKey | str, cutoff: datetime, key_type: str | None = None
-) -> PolicyPlan:
-    """Count the rows the policy would touch now, their smallest and largest key, and a few
-    of their keys (smallest first)."""
-    key = batch_key(conn, policy.table, key, key_type)
-    where, params = selection(policy, cutoff)
-    table = qualified(policy.table)
-    bounds = match_bounds(conn, policy, key, cutoff)
-    samples = []
-    if bounds.first is not None:  # from the first selected key: no walk through the rows before it
-        samples = conn.execute(
-            sql.SQL("SELECT {d} FROM {t} WHERE {start} AND {w} ORDER BY {k} LIMIT {n}").format(
-                d=key.display(), t=table, start=key.compare(">=", "first"), w=where, k=key.names(), n=sql.Literal(SAMPLE_KEYS)
-            ),
-            {**params, **key.params("first", key.decode(bounds.first))},
-        ).fetchall()
-        conn.rollback()
-    return PolicyPlan(
-        policy=policy.name,
-        table=policy.table,
-        action=policy.action,
-        cutoff=cutoff,
-        rows=bounds.rows,
-        sample_keys=[row[0] for row in samples],
-        first_key=bounds.first,
-        last_key=bounds.last,
-    )
-
-
-def plan_or_refuse(conn: psycopg.Connection[Any], policy: Policy, info: TableInfo, cutoff: datetime) -> PolicyPlan:
-    """The plan of a policy, or, when it cannot be applied (its table has no primary key,
-    its plan's queries fail), a plan that says why: the other policies go on."""
-    problem = batching_problem(policy, info)
-    try:
-        if problem is None:
-            return plan_policy(conn, policy, BatchKey.of(info), cutoff)
-        rows = count_selected(conn, policy, cutoff)
-    except psycopg.Error as err:
-        conn.rollback()
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        problem, rows = f"its plan failed: {type(err).__name__}: {text}", 0
-    return PolicyPlan(policy=policy.name, table=policy.table, action=policy.action, cutoff=cutoff, rows=rows, problem=problem)
-
-
-# --------------------------------------------------------------------------- applying, in batches
-
-JOURNAL = sql.SQL("runbook.cleanup_journal")
-JOURNAL_DDL = """
-CREATE SCHEMA IF NOT EXISTS runbook;
-CREATE TABLE IF NOT EXISTS runbook.cleanup_journal (
-    run_id       text NOT NULL,
-    policy       text NOT NULL,
-    table_name   text NOT NULL,
-    action       text NOT NULL,
-    cutoff       timestamptz NOT NULL,
-    last_key     text,
-    rows_done    bigint NOT NULL DEFAULT 0,
-    batches      integer NOT NULL DEFAULT 0,
-    started_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    finished_at  timestamptz,
-    PRIMARY KEY (run_id, policy)
-);
-ALTER TABLE runbook.cleanup_journal
-    ADD COLUMN IF NOT EXISTS fingerprint   text,
-    ADD COLUMN IF NOT EXISTS definition    jsonb,
-    ADD COLUMN IF NOT EXISTS abandoned_at  timestamptz,
-    ADD COLUMN IF NOT EXISTS abandoned_by  text;
-"""
-# An entry is unfinished while neither finished_at nor abandoned_at is set. last_key is a
-# single key's text, or the JSON list of a composite key's texts (BatchKey.encode).
-UNFINISHED = sql.SQL("finished_at IS NULL AND abandoned_at IS NULL")
-
-
-class JournalEntry(BaseModel):
-    """Where a policy's clean-up stands: updated in the same transaction as each batch,
-    so a re-run after a kill resumes exactly (same cutoff, after the last key, counts)."""
-
-    run_id: str
-    policy: str
-    cutoff: datetime
-    last_key: str | None
-    rows_done: int
-    batches: int
-    finished: bool
-
-    def advance(self, last_key: str, changed: int) -> None:
-        self.last_key, self.rows_done, self.batches = last_key, self.rows_done + changed, self.batches + 1
-
-
-def ensure_journal(conn: psycopg.Connection[Any]) -> None:
-    with conn.transaction():
-        conn.execute(JOURNAL_DDL)
-
-
-def unfinished_entries(conn: psycopg.Connection[Any], names: list[str]) -> dict[str, Unfinished]:
-    """The unfinished entry of each named policy, newest first. Read-only: works on a
-    journal that does not exist yet, or that an older runbook made (no fingerprint)."""
-    if conn.execute("SELECT to_regclass('runbook.cleanup_journal')").fetchone() in (None, (None,)):
-        conn.rollback()
-        return {}
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT DISTINCT ON (policy) to_jsonb(j) FROM {} j WHERE policy = ANY(%s) AND finished_at IS NULL"
-            " AND (to_jsonb(j) ->> 'abandoned_at') IS NULL ORDER BY policy, started_at DESC"
-        ).format(JOURNAL),
-        (names,),
-    ).fetchall()
-    conn.rollback()
-    found = {}
-    for (row,) in rows:
-        found[row["policy"]] = Unfinished(
-            run_id=row["run_id"], policy=row["policy"], table=row["table_name"], action=row["action"], cutoff=row["cutoff"],
-            last_key=row["last_key"], rows_done=row["rows_done"], batches=row["batches"], started_at=row["started_at"],
-            updated_at=row["updated_at"], fingerprint=row.get("fingerprint"), definition=row.get("definition"),
-        )
-    return found
-
-
-def abandon_entry(conn: psycopg.Connection[Any], entry: Unfinished, by_run: str) -> None:
-    """Mark an unfinished entry abandoned: no run resumes it; what it changed stays."""
-    with conn.transaction():
-        conn.execute(
-            sql.SQL("UPDATE {} SET abandoned_at = now(), abandoned_by = %s, updated_at = now() WHERE run_id = %s AND policy = %s AND {}").format(
-                JOURNAL, UNFINISHED
-            ),
-            (by_run, entry.run_id, entry.policy),
-        )
-
-
-def open_entry(conn: psycopg.Connection[Any], policy: Policy, run_id: str, cutoff: datetime, key: BatchKey | None = None) -> JournalEntry:
-    """The unfinished entry of this policy (a killed run: resume it, if the policy is
-    unchanged), or a new one recording the policy's definition and fingerprint."""
-    with conn.transaction():
-        key = batch_key(conn, policy.table, key)
-        spec = definition(policy, key)
-        row = conn.execute(
-            sql.SQL(
-                "SELECT run_id, cutoff, last_key, rows_done, batches, fingerprint, definition, table_name, action, started_at, updated_at"
-                " FROM {} WHERE policy = %s AND {} ORDER BY started_at DESC LIMIT 1"
-            ).format(JOURNAL, UNFINISHED),
-            (policy.name,),
-        ).fetchone()
-        if row:
-            problem = resume_problem(policy, key, Unfinished(
-                run_id=row[0], policy=policy.name, cutoff=row[1], last_key=row[2], rows_done=row[3], batches=row[4], fingerprint=row[5],
-                definition=row[6], table=row[7], action=row[8], started_at=row[9], updated_at=row[10],
-            ))
-            if problem:  # the flow checks first; this keeps a plain caller from resuming a changed policy
-                raise ConfigError(problem)
-            return JournalEntry(run_id=row[0], policy=policy.name, cutoff=row[1], last_key=row[2], rows_done=row[3], batches=row[4], finished=False)
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (run_id, policy, table_name, action, cutoff, fingerprint, definition) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            ).format(JOURNAL),
-            (run_id, policy.name, policy.table, policy.action.value, cutoff, fingerprint(spec), json.dumps(spec)),
-        )
-    return JournalEntry(run_id=run_id, policy=policy.name, cutoff=cutoff, last_key=None, rows_done=0, batches=0, finished=False)
-
-
-def finish_entry(conn: psycopg.Connection[Any], entry: JournalEntry) -> None:
-    with conn.transaction():
-        conn.execute(
-            sql.SQL("UPDATE {} SET finished_at = now(), updated_at = now() WHERE run_id = %s AND policy = %s").format(JOURNAL),
-            (entry.run_id, entry.policy),
-        )
-
 
 PRESSURE_EVERY_S = 0.25
-
-
-class Bounds(BaseModel):
-    """The smallest and largest key of the rows a policy selects now, and how many there
-    are: one pass over the table (the count keeps the planner off a backward key scan
-    that would read every younger row first). Batches walk only this key range."""
-
-    first: str | None
-    last: str | None
-    rows: int
-
-
-def match_bounds(conn: psycopg.Connection[Any], policy: Policy, key: BatchKey, cutoff: datetime, after: str | None = None) -> Bounds:
-    """``after``: a key as the journal keeps it (only keys beyond it count). An integer
-    key takes min/max in one pass; other keys have no min/max (uuid, a row), so their
-    first and last selected keys are read in key order from the key index."""
-    where, params = selection(policy, cutoff)
-    table = qualified(policy.table)
-    if key.integer:
-        key_column = sql.Identifier(key.columns[0])
-        beyond = sql.SQL(" AND {} > %(after)s").format(key_column) if after is not None else sql.SQL("")
-        row = conn.execute(
-            sql.SQL("SELECT min({k})::text, max({k})::text, count(*) FROM {t} WHERE {w}{b}").format(k=key_column, t=table, w=where, b=beyond),
-            {**params, "after": int(after) if after is not None else None},
-        ).fetchone()
-        conn.rollback()
-        return Bounds(first=row[0], last=row[1], rows=int(row[2])) if row else Bounds(first=None, last=None, rows=0)
-    beyond = sql.SQL(" AND {}").format(key.compare(">", "after")) if after is not None else sql.SQL("")
-    row = conn.execute(
-        sql.SQL(
-            "SELECT (SELECT {x} FROM {t} WHERE {w}{b} ORDER BY {up} LIMIT 1), (SELECT {x} FROM {t} WHERE {w}{b} ORDER BY {down} LIMIT 1),"
-            " (SELECT count(*) FROM {t} WHERE {w}{b})"
-        ).format(x=key.texts(), t=table, w=where, b=beyond, up=key.names(), down=key.names("DESC")),
-        {**params, **key.params("after", key.decode(after))},
-    ).fetchone()
-    conn.rollback()
-    if not row or row[0] is None:
-        return Bounds(first=None, last=None, rows=int(row[2]) if row else 0)
-    return Bounds(first=key.encode(row[0]), last=key.encode(row[1]), rows=int(row[2]))
 
 
 def _window(conn: psycopg.Connection[Any], table: sql.Composable, key_column: sql.Identifier, after: Any, bounds: tuple[Any, Any],
@@ -522,17 +230,6 @@ def pressure(conn: psycopg.Connection[Any]) -> tuple[int, float]:
     return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
-# --------------------------------------------------------------------------- Prefect tasks
-
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-from prefect import get_run_logger, task  # noqa: E402 - the plain functions above need no Prefect
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from tasks import postgres  # noqa: E402
-
-
 def run_policy(
     dsn: str,
     policy: Policy,
@@ -637,19 +334,3 @@ def run_policy(
     say("%s: %d rows %s in %d batches", policy.name, entry.rows_done,
         "flagged" if policy.action is Action.SET_ARCHIVED else "deleted", entry.batches)
     return result()
-
-
-@task(name="apply-policy", cache_policy=NO_CACHE)
-def apply_policy(dsn: str, policy: Policy, key: BatchKey, run_id: str, cutoff: datetime, **options: Any) -> dict[str, Any]:
-    """Every batch of one policy, each its own short transaction, backing off while the
-    database is under pressure; resumes an unfinished run of the same, unchanged policy."""
-    return run_policy(dsn, policy, key, None, run_id, cutoff, log=get_run_logger().info, **options)
-
-
-@task(name="vacuum-analyze", cache_policy=NO_CACHE)
-def vacuum_analyze(dsn: str, tables: list[str], connect_timeout: int) -> None:
-    """VACUUM ANALYZE the touched tables (outside any transaction)."""
-    with postgres.session(dsn, application="runbook vacuum", connect_timeout=connect_timeout, statement_timeout_s=None, autocommit=True) as conn:
-        for table in tables:
-            get_run_logger().info("VACUUM ANALYZE %s", table)
-            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(qualified(table)))
