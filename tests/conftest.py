@@ -89,21 +89,27 @@ def _dsn_url(admin_dsn: str, database: str) -> str:
     return f"postgresql://{params.get('user', 'postgres')}@/{database}?host={params['host']}"
 
 
-@pytest.fixture
-def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
-    """A fresh copy of the seeded platform database and an empty local store."""
-    name = f"t_{secrets.token_hex(4)}"
-    clone_database(pg_admin_dsn, name)
-    dsn = _dsn_url(pg_admin_dsn, name)
+def _own_database(admin_dsn: str, prefix: str, template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A fresh copy of ``template`` and an empty local store, pointed at through the
+    settings an operator would set; the copy is dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    clone_database(admin_dsn, name, template)
+    dsn = _dsn_url(admin_dsn, name)
     store = tmp_path / "backups"
     monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
     monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
     monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
     # the store folder is the instance; named like the database, tests find backups at <store>/<database>/
     monkeypatch.setenv("RUNBOOK_INSTANCE", name)
-    yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+    yield Platform(admin_dsn=admin_dsn, dsn=dsn, database=name, store_url=str(store))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """A fresh copy of the seeded platform database and an empty local store."""
+    yield from _own_database(pg_admin_dsn, "t", TEMPLATE, tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -123,18 +129,7 @@ def variants(pg_admin_dsn: str, variants_template: str, tmp_path: Path, monkeypa
     """A fresh copy of the "variants" database (uuid, text, composite and no keys; quoted
     names in another schema; a partitioned table...) and an empty local store, pointed
     at through the same settings as ``platform``."""
-    name = f"v_{secrets.token_hex(4)}"
-    clone_database(pg_admin_dsn, name, variants_template)
-    dsn = _dsn_url(pg_admin_dsn, name)
-    store = tmp_path / "backups"
-    monkeypatch.setenv("RUNBOOK_DATABASE_URL", dsn)
-    monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(store))
-    monkeypatch.setenv("RUNBOOK_HOME", str(tmp_path / "home"))
-    # the store folder is the instance; named like the database, tests find backups at <store>/<database>/
-    monkeypatch.setenv("RUNBOOK_INSTANCE", name)
-    yield Platform(admin_dsn=pg_admin_dsn, dsn=dsn, database=name, store_url=str(store))
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from _own_database(pg_admin_dsn, "v", variants_template, tmp_path, monkeypatch)
 
 
 @dataclass

@@ -345,6 +345,10 @@ def test_a_missing_secret_block_fails_the_run_naming_it(deployed: Deployed) -> N
         save_settings(deployed.api_url, dsn=deployed.dsn, store=str(deployed.store))
     assert run.state.is_failed(), run.state
     assert SECRET_BLOCK in (run.state.message or ""), f"{run.state.message}\n{deployed.logs(run)}"
+    # the run's logs reach the server in batches, possibly after its final state
+    deadline = time.monotonic() + 60
+    while SECRET_BLOCK not in deployed.logs(run) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert SECRET_BLOCK in deployed.logs(run)
     # refused before anything was touched: no backup, no sandbox
     assert deployed.manifests() == before
