@@ -16,13 +16,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Failed
 from pydantic import BaseModel, Field, SecretStr
 
 from runbook.backups import BackupStatus, Manifest, Verification, dump_key, human_size, select_backup, size_watch
-from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, failed, outcome
 from runbook.errors import ConfigError
-from runbook.reports import artifact_key, expected_failures
+from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from runbook.times import maybe_team_time, show
@@ -134,8 +134,6 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         "deep": params.deep,
         "restore_server": server.source,
         "notes": [server.note] if server.note else [],
-        "checks": [check.model_dump() for check in checks],
-        "failed": verification.failed_checks,
     }
     create_markdown_artifact(
         key=artifact_key("backup-verify", target.instance),
@@ -147,13 +145,8 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         table=[check.model_dump() for check in checks],
         description=f"Checks of {manifest.id}",
     )
-    critical = failed(checks, critical_only=True)
-    if critical:
-        message = f"{manifest.id} failed verification: " + describe(critical, 5)
-        logger.error(message)
-        return Failed(message=message, data=report)
     where = " (restored on the production server)" if server.production else ""
-    return Completed(message=f"{manifest.id} verified: {result}{where}", data=report)
+    return conclude(checks, report, passed=f"{manifest.id} verified: {result}{where}", failed_as=f"{manifest.id} failed verification", limit=5)
 
 
 def _manifest_missing(params: VerifyParameters, database: str, store_url: str, instance: str) -> Any:

@@ -10,13 +10,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field, field_validator
 
-from runbook.checks import CheckResult, checks_markdown, describe, failed, outcome
+from runbook.checks import CheckResult, checks_markdown, outcome
 from runbook.deploy import Sample, endpoint_checks, endpoint_rows, should_roll_back
 from runbook.errors import ConfigError
-from runbook.reports import artifact_key, expected_failures
+from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.settings import HookStep, RunbookSettings, check_http_url, load_settings
 from tasks.hooks import run_hook_step
 from tasks.shell import known_secrets
@@ -127,7 +126,6 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
         "base_url": base_url,
         "outcome": outcome(checks),
         "checks": [c.model_dump() for c in checks],
-        "failed": [c.name for c in failed(checks)],
         "rollback": rollback,
         "rounds": [
             {"round": r["round"], "outcome": outcome(r["checks"]), "endpoints": endpoint_rows(r["samples"])} for r in rounds
@@ -136,20 +134,16 @@ def deploy_verify(params: DeployVerifyParameters = DeployVerifyParameters()) -> 
     if len(rounds) > 1:
         report["after_rollback"] = [c.model_dump() for c in rounds[1]["checks"]]
     _publish(report, rounds, params)
-    critical = failed(checks, critical_only=True)
-    if critical:
-        message = f"the {params.environment.value} deploy is bad: " + describe(critical, 5)
-        if rollback.get("done"):
-            message += f"; rolled back, verification after it: {rollback.get('verified')}"
-        elif rollback.get("error"):
-            message += f"; the rollback FAILED: {rollback['error']}"
-        else:
-            message += f"; not rolled back: {why}"
-        report["message"] = message
-        logger.error(message)
-        return Failed(message=message, data=report)
-    report["message"] = f"the {params.environment.value} deploy is good: {outcome(checks)}"
-    return Completed(message=report["message"], data=report)
+    if rollback.get("done"):
+        after_failure = f"; rolled back, verification after it: {rollback.get('verified')}"
+    elif rollback.get("error"):
+        after_failure = f"; the rollback FAILED: {rollback['error']}"
+    else:
+        after_failure = f"; not rolled back: {why}"
+    return conclude(
+        checks, report, passed=f"the {params.environment.value} deploy is good: {outcome(checks)}",
+        failed_as=f"the {params.environment.value} deploy is bad", limit=5, after_failure=after_failure,
+    )
 
 
 def _publish(report: dict[str, Any], rounds: list[dict[str, Any]], params: DeployVerifyParameters) -> None:

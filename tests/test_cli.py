@@ -84,7 +84,7 @@ def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli
     human = runbook_here("backup-verify", env=cli_env, monkeypatch=monkeypatch)
     assert human.returncode == 1
     assert "FAIL sha256" in human.stdout
-    assert "failed checks: sha256" in human.stderr
+    assert "failed verification: sha256 (store " in human.stderr  # the check named, with what was seen
 
 
 @pytest.mark.parametrize(
