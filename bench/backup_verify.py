@@ -67,6 +67,13 @@ MB = 1_000_000
 ZSTD = "/usr/bin/zstd"
 TABLES = ("users", "user_alerts", "market_data", "system_logs", "user_sessions")
 
+
+def quoted(table: str) -> str:
+    """A table name quoted for SQL text (pgserver's ``sql`` and ``psql -c`` take strings)."""
+    from psycopg import sql
+
+    return sql.Identifier(*table.split(".")).as_string(None)
+
 # The issue's targets.
 TARGET_SPEEDUP_VS_FC = 2.0  # runbook backup >= 2x faster than pg_dump -Fc + sha256sum
 TARGET_SIZE_VS_FC = 1.10  # ... at <= 1.1x its size
@@ -320,7 +327,7 @@ def prepare_sandbox(work: Path, scale: int, reseed: bool) -> tuple[str, dict[str
     except (OSError, ValueError, IndexError):
         say("cannot read the sandbox postmaster's pid: its CPU will count as foreign load")
     size = int(db.sql("SELECT pg_database_size(current_database())")[0][0])
-    rows = {t: int(db.sql(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}  # also warms the OS cache
+    rows = {t: int(db.sql(f"SELECT count(*) FROM {quoted(t)}")[0][0]) for t in TABLES}  # also warms the OS cache
     version = db.sql("SHOW server_version")[0][0]
     return dsn, {
         "scale": scale,
@@ -416,7 +423,7 @@ def raw_verify(db: Db, stored: Path, scratch: Path, expected_sha: str) -> dict[s
             with Meter() as count:
                 command = [db.tool("psql"), f"--dbname={target}", "-At", "-v", "ON_ERROR_STOP=1"]
                 for table in TABLES:
-                    command += ["-c", f"SELECT count(*) FROM {table}"]
+                    command += ["-c", f"SELECT count(*) FROM {quoted(table)}"]
                 lines = run(command, env=db.env).stdout.decode().split()
             parts["count(*) x5 (psql)"] = count.seconds
             counts = dict(zip(TABLES, (int(v) for v in lines), strict=True))
@@ -558,7 +565,7 @@ def extras(db: Db, stored: Path, scratch: Path, max_wait: float) -> dict[str, An
     say("extra: count(*) of every table (what runbook's backup does beside the dump)")
     with Meter() as counts:
         for table in TABLES:
-            db.sql(f"SELECT count(*) FROM {table}")
+            db.sql(f"SELECT count(*) FROM {quoted(table)}")
     out["count(*) x5 (runbook backup does this concurrently with the dump)"] = {"seconds": counts.seconds, "cpu": counts.info}
 
     db.settle(max_wait)
