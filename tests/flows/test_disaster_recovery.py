@@ -438,13 +438,10 @@ def test_a_drill_whose_restore_fails_drops_its_scratch_database(backed_up: tuple
 def test_a_drill_restores_on_the_scratch_server_and_never_touches_production(
     backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.flows.test_verify import _unreachable
+    from tests.flows.test_verify import only_the_scratch_server_answers
 
     platform, _ = backed_up
-    # production and the recovery server unreachable: the scratch server is all a drill needs
-    monkeypatch.setenv("RUNBOOK_DATABASE_URL", _unreachable(platform, platform.database))
-    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _unreachable(platform, "recovered"))
-    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", _dsn_url(platform.admin_dsn, "postgres"))
+    only_the_scratch_server_answers(platform, monkeypatch)  # the scratch server is all a drill needs
     state, report = _run()
     assert state.is_completed(), state.message
     assert report["restore_server"] == "scratch" and report["notes"] == []

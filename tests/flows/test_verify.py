@@ -67,16 +67,21 @@ def test_the_scratch_restore_goes_to_the_scratch_server_and_never_touches_produc
     backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     platform, backup_id = backed_up
-    # production and the recovery server are now unreachable (a role that does not
-    # exist): verification must not need either once a scratch server is set
-    monkeypatch.setenv("RUNBOOK_DATABASE_URL", _unreachable(platform, platform.database))
-    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _unreachable(platform, "recovered"))
-    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", _dsn_url(platform.admin_dsn, "postgres"))
+    # verification must not need production or the recovery server once a scratch server is set
+    only_the_scratch_server_answers(platform, monkeypatch)
     state, report = _verify()
     assert state.is_completed(), report
     assert report["backup_id"] == backup_id and report["restore_server"] == "scratch" and report["notes"] == []
     assert "production" not in state.message
     assert scratch_databases(platform.admin_dsn) == []
+
+
+def only_the_scratch_server_answers(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production and the recovery server unreachable (a role that does not exist), the
+    test server configured as the scratch server."""
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", _unreachable(platform, platform.database))
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", _unreachable(platform, "recovered"))
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", _dsn_url(platform.admin_dsn, "postgres"))
 
 
 def _unreachable(platform: Platform, database: str) -> str:
