@@ -96,3 +96,10 @@ def test_each_commands_env_names_are_configurable(monkeypatch: pytest.MonkeyPatc
 def test_env_names_are_for_commands_an_http_step_is_refused_with_them() -> None:
     with pytest.raises(ValueError, match="env is for commands"):
         HookStep(name="maintenance on", url="https://example.com/maintenance", env=["CLOUDFLARE_API_TOKEN"])
+
+
+def test_the_scratch_and_recovery_dsns_are_known_secrets_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_SCRATCH_DATABASE_URL", "postgresql://scratch:scratch-pw-1@scratch.internal/postgres")
+    monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", "postgresql://rec:recovery-pw-2@rec.internal/platform")
+    held = known_secrets(load_settings())
+    assert any("scratch-pw-1" in value for value in held) and any("recovery-pw-2" in value for value in held)
