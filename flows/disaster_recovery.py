@@ -143,7 +143,7 @@ def check_parameters(params: DrParameters, settings: RunbookSettings, started_at
     return incident_at
 
 
-def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: datetime, zone: str = "UTC") -> Manifest:
+def choose_backup(manifests: list[Manifest], params: DrParameters, incident_at: datetime, zone: str) -> Manifest:
     """The given backup, or the latest DONE at or before ``at``, or (the default) the
     latest DONE at or before the incident: a later one may already hold the damage.
     Times without an offset are in ``zone``, the team's timezone."""
@@ -314,9 +314,7 @@ def _drop_abandoned_scratch(flow: Any, flow_run_: Any, state: Any) -> None:
     settings, target = prepare()
     server = scratch_server(settings, target.dsn).dsn.get_secret_value()
     pattern = f"runbook\\_drill\\_%\\_{scratch_suffix(flow_run_.id)}"
-    with postgres.session(server, autocommit=True, connect_timeout=settings.connect_timeout) as conn:
-        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))]
-    for name in names:
+    for name in postgres.databases_like(server, pattern, connect_timeout=settings.connect_timeout):
         postgres.drop_database(server, name, connect_timeout=settings.connect_timeout)
 
 
@@ -395,7 +393,7 @@ def measure(
     incident_at: datetime,
     timeline: dr.Timeline,
     findings: Findings,
-    instance: str = "",
+    instance: str,
 ) -> dr.DrillRecord:
     """RPO and RTO against their targets, and the record of the run."""
     rpo = dr.judge("RPO", dr.achieved_rpo(incident_at, manifest.snapshot_at or manifest.started_at), timedelta(minutes=params.rpo_target_minutes))

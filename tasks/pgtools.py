@@ -98,41 +98,27 @@ def choose_pg_tools(
     At the same major version the distribution's tools win over the copy bundled
     with pgserver (``bundled_dir``, by default pgserver's): they get the
     distribution's minor releases and security fixes."""
+    bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
     if bin_dir is not None:
-        major, version, line = tool_version(bin_dir / "pg_dump")
-        if major < server_major:
+        tools = _tools_in(bin_dir, bundled)
+        if tools.major < server_major:
             raise ConfigError(
-                f"RUNBOOK_PG_BIN_DIR: {bin_dir / 'pg_dump'} is version {version} but the server is {server_major}; "
+                f"RUNBOOK_PG_BIN_DIR: {bin_dir / 'pg_dump'} is version {tools.version} but the server is {server_major}; "
                 f"point RUNBOOK_PG_BIN_DIR at a PostgreSQL {server_major} (or newer) bin folder"
             )
-        bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
-        return PgTools(
-            bin_dir=bin_dir,
-            major=major,
-            version=version,
-            version_line=line,
-            bundled=bundled is not None and _same_folder(bin_dir, bundled),
-        )
-    bundled = bundled_dir if bundled_dir is not None else bundled_bin_dir()
+        return tools
     seen: list[str] = []
     best: PgTools | None = None
     for folder in candidates if candidates is not None else candidate_bin_dirs():
         if not (os.access(folder / "pg_dump", os.X_OK) and os.access(folder / "pg_restore", os.X_OK)):
             continue
         try:
-            major, version, line = tool_version(folder / "pg_dump")
+            found = _tools_in(folder, bundled)
         except (OSError, subprocess.SubprocessError, ConfigError):
             continue
-        seen.append(f"{folder / 'pg_dump'} ({version})")
-        found = PgTools(
-            bin_dir=folder,
-            major=major,
-            version=version,
-            version_line=line,
-            bundled=bundled is not None and _same_folder(folder, bundled),
-        )
+        seen.append(f"{folder / 'pg_dump'} ({found.version})")
         # newest major first; at the same major the distribution's before the bundled
-        if major >= server_major and (best is None or (major, not found.bundled) > (best.major, not best.bundled)):
+        if found.major >= server_major and (best is None or (found.major, not found.bundled) > (best.major, not best.bundled)):
             best = found
     if best is None:
         found = ", ".join(seen) or "none"
@@ -141,6 +127,15 @@ def choose_pg_tools(
             f"set RUNBOOK_PG_BIN_DIR to a PostgreSQL {server_major} bin folder"
         )
     return best
+
+
+def _tools_in(folder: Path, bundled: Path | None) -> PgTools:
+    """The tools of one bin folder, with their version and whether they are pgserver's."""
+    major, version, line = tool_version(folder / "pg_dump")
+    return PgTools(
+        bin_dir=folder, major=major, version=version, version_line=line,
+        bundled=bundled is not None and _same_folder(folder, bundled),
+    )
 
 
 def _same_folder(one: Path, other: Path) -> bool:

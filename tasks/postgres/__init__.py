@@ -13,6 +13,7 @@ from tasks.postgres.admin import (
     advisory_key,
     create_database,
     database_exists,
+    databases_like,
     diagnose_database,
     drop_database,
     export_snapshot,
@@ -47,7 +48,7 @@ from tasks.postgres.connection import (
 
 __all__ = [
     "DatabaseDiagnosis", "SYSTEM_SCHEMAS", "ServerInfo", "Snapshot", "advisory_key", "connect", "count_rows",
-    "create_database", "database_exists", "database_name", "diagnose_database", "diagnose_database_task", "drop_database",
+    "create_database", "database_exists", "database_name", "databases_like", "diagnose_database", "diagnose_database_task", "drop_database",
     "existing_roles", "export_snapshot", "fingerprint_table", "fingerprint_tables", "foreign_keys", "inspect_database",
     "libpq_env", "list_tables", "parse_dsn", "qualified", "rename_database", "security_posture", "server_identity",
     "server_info", "session", "table_shapes", "translate_pg_error", "try_advisory_lock", "user_table_count", "with_database",

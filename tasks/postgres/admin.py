@@ -67,6 +67,12 @@ def database_exists(admin_dsn: str, name: str, **kwargs: Any) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def databases_like(admin_dsn: str, pattern: str, **kwargs: Any) -> list[str]:
+    """The databases on the server whose name matches a LIKE ``pattern``."""
+    with session(admin_dsn, autocommit=True, **kwargs) as conn:
+        return [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (pattern,))]
+
+
 def rename_database(admin_dsn: str, name: str, new_name: str, **kwargs: Any) -> None:
     """Move a database aside under a new name, disconnecting its sessions first."""
     with session(admin_dsn, autocommit=True, **kwargs) as conn:
