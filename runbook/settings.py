@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from runbook.alerting.config import AlertSettings
 from runbook.cleanup import DEFAULT_POLICIES, Policy
 from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
@@ -455,6 +456,7 @@ class RunbookSettings(BaseSettings):
     certs: CertSettings = Field(default_factory=CertSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(

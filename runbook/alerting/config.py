@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from runbook.alerting.escalation import DEFAULT_CHAIN, Chain, Level
+from runbook.alerting.rules import DEFAULT_RULES, Rule, load_rules
 from runbook.errors import ConfigError
 
 SLACK_API_URL = "https://slack.com/api/"
@@ -207,3 +209,64 @@ def missing_parts(channel: str, channels: ChannelSettings, credentials: Credenti
     else:
         missing.append(f"(unknown channel {channel!r})")
     return missing
+
+
+class EscalationSettings(BaseModel):
+    """The §9 chain and acknowledgements."""
+
+    levels: list[Level] = Field(default_factory=lambda: [lv.model_copy() for lv in DEFAULT_CHAIN],
+                                  description="The chain: JSON list of {level, name, after_minutes, contacts: [{channel, to}]}.")
+    ack_minutes: float = Field(30, gt=0, le=24 * 60, description="An acknowledgement holds the pages this long while the alert fires.")
+
+    @field_validator("levels")
+    @classmethod
+    def _chain(cls, value: list[Level]) -> list[Level]:
+        Chain(levels=value)
+        return value
+
+
+class AlertSettings(BaseModel):
+    """Monitoring, alert rules, notifications and escalation (§2, §7.1-§7.2, §9)."""
+
+    state_database_url: SecretStr | None = Field(
+        None, description="Where the alert state lives (postgresql:// DSN, a secret). Unset: the platform's database. "
+        "A separate database keeps database-down pages in a ledger while the platform's is down.")
+    state_schema: str = Field("runbook_alerting", description="runbook's own schema in the state database.")
+    rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES), description="The rules (JSON list); see README.")
+    repeat_interval_minutes: float = Field(240, gt=0, le=7 * 24 * 60, description="A firing alert notifies again this often.")
+    flap_changes: int = Field(4, ge=2, le=100, description="More firing<->resolved changes than this within the window: flapping.")
+    flap_window_minutes: float = Field(30, gt=0, le=24 * 60, description="The flapping window; stable again after a quiet window.")
+    evaluation_interval_seconds: int = Field(60, ge=10, le=3600, description="How often monitor runs (its schedule).")
+    max_attempts: int = Field(12, ge=1, le=1000, description="Deliveries of one notification tried at most this often, then dead.")
+    lease_seconds: int = Field(300, ge=30, le=3600, description="A delivery claimed by a run that died is tried again after this.")
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    channels: ChannelSettings = Field(default_factory=ChannelSettings)
+
+    _blank = field_validator("state_database_url", mode="before")(_blank_to_none)
+
+    @field_validator("state_database_url")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from runbook.settings import check_dsn
+
+            check_dsn(value.get_secret_value())
+        return value
+
+    @field_validator("state_schema")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError(f"{value!r}: use lowercase letters, digits and underscores")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: list[Rule]) -> list[Rule]:
+        try:
+            return load_rules(value)
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("RUNBOOK_ALERTS__RULES: ")) from None
+

@@ -1,0 +1,61 @@
+"""The words of each notification, built from the rule, the alert and the incident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from runbook.alerting.engine import AlertState, Notice
+from runbook.alerting.escalation import Level
+from runbook.alerting.model import METRICS, Message, Severity
+from runbook.alerting.rules import Rule
+
+_VERB = {
+    "firing": "firing",
+    "repeat": "still firing",
+    "resolved": "resolved",
+    "flapping": "flapping",
+}
+
+
+def alert_message(rule: Rule, state: AlertState, notice: Notice, now: datetime, link: str | None) -> Message:
+    """The message of one alert notice."""
+    if notice.kind == "stable":
+        verb = "stable again, " + notice.detail
+    else:
+        verb = _VERB[notice.kind]
+    title = f"{state.severity.value.upper()} {rule.name} {verb} on {state.resource}: {rule.describe(state.last_value)}"
+    lines = [rule.summary] if rule.summary else []
+    if notice.detail and notice.kind != "stable":
+        lines.append(notice.detail)
+    if state.active_since is not None and notice.kind in ("firing", "repeat"):
+        lines.append(f"signal since {state.active_since.isoformat(timespec='seconds')}")
+    if notice.kind == "flapping":
+        lines.append("Quiet until it is stable again.")
+    return Message(
+        kind=notice.kind, title=title, severity=state.severity, rule=rule.name, resource=state.resource,
+        value=state.last_value, threshold=rule.threshold, comparison=rule.comparison, unit=METRICS.get(rule.metric, ""),
+        summary="\n".join(lines), link=link, at=now,
+    )
+
+
+def escalation_message(
+    incident_id: int, level: Level, rule: str, resource: str, severity: Severity, opened_at: datetime, now: datetime,
+    link: str | None, *, resumed: bool = False,
+) -> Message:
+    what = "ack expired, still firing" if resumed else f"escalation level {level.level} ({level.name})"
+    return Message(
+        kind="ack-expired" if resumed else "escalation",
+        title=f"{severity.value.upper()} incident #{incident_id} {rule} on {resource}: {what}",
+        severity=severity, rule=rule, resource=resource,
+        summary=f"Open since {opened_at.isoformat(timespec='seconds')}. Acknowledge: runbook ack {incident_id} --by NAME "
+        f"(or the acknowledge deployment).",
+        link=link, incident_id=incident_id, level=level.level, at=now,
+    )
+
+
+def statuspage_message(kind: str, incident_id: int, rule: str, resource: str, severity: Severity, now: datetime, note: str) -> Message:
+    return Message(
+        kind=kind,  # type: ignore[arg-type]
+        title=f"{rule} on {resource}", severity=severity, rule=rule, resource=resource, summary=note,
+        incident_id=incident_id, at=now,
+    )
