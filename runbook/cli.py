@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="procedure", metavar="<procedure>", parser_class=_Parser)
 
     for procedure in PROCEDURES.values():
-        procedure.arguments(sub.add_parser(procedure.name, parents=[common], help=procedure.help))
+        procedure.arguments(sub.add_parser(procedure.name, aliases=list(procedure.aliases), parents=[common], help=procedure.help))
 
     p = sub.add_parser("sandbox", parents=[common], help="the local stand-in of the platform")
     p.add_argument("action", choices=["up", "seed", "down", "status"])
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.procedure:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    args.procedure = next((p.name for p in PROCEDURES.values() if args.procedure in p.aliases), args.procedure)
     as_json = args.json
     _install_signal_handlers()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

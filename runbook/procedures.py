@@ -35,6 +35,7 @@ class Procedure:
     show: Callable[[Result], str] = lambda result: json.dumps(result, indent=2, default=str)
     mode: dict[str, Any] = field(default_factory=dict)  # fixed parameters of a mode of the flow
     progress: bool = False  # the CLI draws a progress bar from the run's progress events
+    aliases: tuple[str, ...] = ()  # other command names (runbook ack = acknowledge)
 
     def flow(self) -> Any:
         """The Prefect flow (imported on first use: flows import Prefect)."""
@@ -395,6 +396,124 @@ def _show_maintenance(result: Result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- alerting
+
+
+def _monitor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-deliver", dest="deliver", action="store_false", help="evaluate and queue only; deliver on the next run")
+
+
+def _monitor_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.monitor import MonitorParameters
+
+    return {"params": MonitorParameters(deliver=args.deliver)}
+
+
+def _show_monitor(result: Result) -> str:
+    lines = [f"monitor of {result['instance']}: {result['message']}"]
+    for alert in result["firing"]:
+        held = " (flapping)" if alert["flapping"] else (f" ({alert['suppressed']})" if alert["suppressed"] else "")
+        lines.append(f"  FIRING {alert['severity']:<8} {alert['rule']} on {alert['resource']}: {alert['value']}{held}")
+    for notice in result["notices"]:
+        lines.append(f"  told: {notice['title']}")
+    for page in result["pages"]:
+        lines.append(f"  paged: incident #{page['incident']} level {page['level']} ({page['name']})")
+    for d in result["deliveries"]:
+        if not d["ok"]:
+            lines.append(f"  NOT DELIVERED on {d['channel']} {d['recipient'] or ''}: {d['detail']} ({d['status']})")
+    lines += [f"  NOBODY REACHED: {u}" for u in result["undelivered"]]
+    return "\n".join(lines)
+
+
+def _alert_test_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel", dest="channels", action="append", default=[], help="test only this channel (repeatable)")
+
+
+def _alert_test_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.alert_test import AlertTestParameters
+
+    return {"params": AlertTestParameters(channels=args.channels)}
+
+
+def _show_alert_test(result: Result) -> str:
+    return "\n".join(["Production Alert Test:", *check_lines(result["checks"])])
+
+
+def _ack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("incident", type=positive, help="the incident's number, as its pages say")
+    p.add_argument("--by", required=True, help="who takes it")
+    p.add_argument("--note", default="", help="what is being done")
+
+
+def _ack_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.acknowledge import AckParameters
+
+    return {"params": AckParameters(incident=args.incident, by=args.by, note=args.note)}
+
+
+def _show_ack(result: Result) -> str:
+    return result["detail"]
+
+
+def _duration(value: str) -> float:
+    """30m, 2h, 1d or a number of minutes."""
+    units = {"m": 1, "h": 60, "d": 1440}
+    text = value.strip().lower()
+    try:
+        number = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 30m, 2h or 1d") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a silence must last more than 0 minutes")
+    return number
+
+
+def _silence_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["add", "list", "expire"])
+    p.add_argument("silence_id", nargs="?", type=positive, help="expire: the silence's number")
+    p.add_argument("--rule", help="add: the rule (or a prefix ending in '*')")
+    p.add_argument("--resource", help="add: the resource (or a prefix ending in '*')")
+    p.add_argument("--severity", choices=["warning", "critical"], help="add: only this severity")
+    p.add_argument("--for", dest="minutes", type=_duration, help="add: how long, e.g. 2h (at most 7 days)")
+    p.add_argument("--author", default="", help="add: who silences; expire: who ends it")
+    p.add_argument("--reason", default="", help="add: why")
+    p.add_argument("--all", dest="include_ended", action="store_true", help="list: ended silences too")
+
+
+def _silence_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.silence import SilenceParameters
+
+    return {"params": SilenceParameters(
+        action=args.action, rule=args.rule, resource=args.resource, severity=args.severity, minutes=args.minutes,
+        author=args.author, reason=args.reason, silence_id=args.silence_id, include_ended=args.include_ended,
+    )}
+
+
+def _show_silence(result: Result) -> str:
+    if "silences" not in result:
+        return result["detail"]
+    lines = [result["detail"]]
+    for s in result["silences"]:
+        ended = f", ended by {s['expired_by']}" if s.get("expired_by") else ""
+        lines.append(f"  #{s['id']} {s['matchers']} until {s['ends_at']} by {s['author']}: {s['reason']}{ended}")
+    return "\n".join(lines)
+
+
+def _notify_failure_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--signal", choices=["flow-run", "backup-missing"], default="flow-run")
+    p.add_argument("--flow-run-id", help="flow-run: the run that failed")
+
+
+def _notify_failure_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.notify_failure import FailureParameters
+
+    return {"params": FailureParameters(signal=args.signal, flow_run_id=args.flow_run_id)}
+
+
+def _show_notify_failure(result: Result) -> str:
+    return result["message"]
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -423,5 +542,15 @@ PROCEDURES: dict[str, Procedure] = {
                   _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
         Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",
                   _maintenance_arguments, _maintenance_parameters, _show_maintenance),
+        Procedure("monitor", "flows/monitor.py:monitor", "collect the signals, evaluate the alert rules, notify, escalate (§2, §7, §9)",
+                  _monitor_arguments, _monitor_parameters, _show_monitor),
+        Procedure("alert-test", "flows/alert_test.py:alert_test", 'send "Production Alert Test" through every configured channel (§2.3)',
+                  _alert_test_arguments, _alert_test_parameters, _show_alert_test),
+        Procedure("acknowledge", "flows/acknowledge.py:acknowledge", "acknowledge an incident: its pages stop (§9)",
+                  _ack_arguments, _ack_parameters, _show_ack, aliases=("ack",)),
+        Procedure("silence", "flows/silence.py:silence", "add, list or expire a silence (at most 7 days, audited)",
+                  _silence_arguments, _silence_parameters, _show_silence),
+        Procedure("notify-failure", "flows/notify_failure.py:notify_failure", "what the automations run when a flow run fails",
+                  _notify_failure_arguments, _notify_failure_parameters, _show_notify_failure),
     ]
 }

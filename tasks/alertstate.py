@@ -256,7 +256,8 @@ class CycleReport:
 def _enqueue(
     conn: psycopg.Connection[Any], schema: str, now: datetime, *, dedup_key: str, page_key: str, channel: str,
     recipient: str | None, message: Message, fingerprint_: str | None, incident_id: int | None, fallback: bool = False,
-) -> bool:
+) -> int | None:
+    """One ledger row (its id), or None when that dedup key is already there."""
     row = conn.execute(
         sql.SQL(
             "INSERT INTO {} (dedup_key, page_key, channel, recipient, kind, severity, fingerprint, incident_id, message,"
@@ -266,13 +267,20 @@ def _enqueue(
         (dedup_key, page_key, channel, recipient, message.kind, message.severity.value, fingerprint_, incident_id,
          Jsonb(message.model_dump(mode="json")), now, now, fallback),
     ).fetchone()
-    return row is not None
+    return None if row is None else int(row[0])
 
 
 def _route(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, page_key: str, channels: list[tuple[str, str | None]],
            message: Message, fp: str | None, incident_id: int | None, report: CycleReport) -> int:
     """One notification on each (channel, to): a ledger row per recipient."""
-    queued = 0
+    ids = enqueue(conn, cfg, now, page_key, channels, message, fp, incident_id, report)
+    return len(ids)
+
+
+def enqueue(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, page_key: str, channels: list[tuple[str, str | None]],
+            message: Message, fp: str | None, incident_id: int | None, report: CycleReport) -> list[int]:
+    """Queue ``message`` on each (channel, to) that can send; the new rows' ids."""
+    ids: list[int] = []
     for channel, to in channels:
         recipients = cfg.recipients(channel, to)
         if not recipients:
@@ -280,10 +288,12 @@ def _route(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, page_
             continue
         for recipient in recipients:
             key = f"{page_key}|{channel}|{recipient or '-'}"
-            queued += _enqueue(conn, cfg.schema, now, dedup_key=key, page_key=page_key, channel=channel, recipient=recipient,
-                               message=message, fingerprint_=fp, incident_id=incident_id)
-    report.queued += queued
-    return queued
+            row_id = _enqueue(conn, cfg.schema, now, dedup_key=key, page_key=page_key, channel=channel, recipient=recipient,
+                              message=message, fingerprint_=fp, incident_id=incident_id)
+            if row_id is not None:
+                ids.append(row_id)
+    report.queued += len(ids)
+    return ids
 
 
 def _load_states(conn: psycopg.Connection[Any], schema: str) -> dict[str, AlertState]:
@@ -356,14 +366,18 @@ def _statuspage(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, 
            incident["id"], report)
 
 
-def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sample], now: datetime) -> CycleReport:
+def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sample], now: datetime, *,
+              scheduled: bool = True) -> CycleReport:
     """One evaluation of every rule on every sample, in one transaction: alert states,
-    notices into the ledger, incidents opened and resolved, escalation pages due."""
+    notices into the ledger, incidents opened and resolved, escalation pages due.
+    ``scheduled`` (the monitor's evaluation) is skipped when the previous one is too
+    recent; an event's evaluation (a failed run, a missed backup) of a few rules is not,
+    and leaves the monitor's clock alone. Both hold the same lock."""
     report = CycleReport()
     schema = cfg.schema
     with conn.transaction():
         last = conn.execute(sql.SQL("SELECT last_at FROM {} WHERE id = 1 FOR UPDATE").format(q(schema, "cycle"))).fetchone()
-        if last and last[0] is not None and now - last[0] < cfg.min_interval:
+        if scheduled and last and last[0] is not None and now - last[0] < cfg.min_interval:
             report.skipped = f"the previous evaluation ran at {last[0].isoformat()}, less than {cfg.min_interval} ago"
             return report
         states = _load_states(conn, schema)
@@ -382,7 +396,7 @@ def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sam
                 fp = fingerprint(rule.name, sample.resource)
                 before = states.get(fp) or new_state(rule, sample.resource)
                 suppressed = _suppression(rule, sample.resource, silences, firing_now, now)
-                after, notices = evaluate(before, rule, sample.value, now, cfg.policy, suppressed=suppressed)
+                after, notices = evaluate(before, rule, sample.value, now, cfg.policy, suppressed=suppressed, detail=sample.detail)
                 states[fp] = after
                 changed.append(after)
                 report.evaluated += 1
@@ -397,7 +411,8 @@ def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sam
                     _incident_step(conn, cfg, now, rule, after, incidents, report)
         _escalate(conn, cfg, now, incidents, states, rules, report)
         _save_states(conn, schema, changed, now)
-        conn.execute(sql.SQL("UPDATE {} SET last_at = %s WHERE id = 1").format(q(schema, "cycle")), (now,))
+        if scheduled:
+            conn.execute(sql.SQL("UPDATE {} SET last_at = %s WHERE id = 1").format(q(schema, "cycle")), (now,))
     return report
 
 

@@ -157,3 +157,23 @@ def report_collisions(deployment_id: UUID, run_id: UUID, procedure: str) -> Chec
     if collisions:
         logger.warning("%s", check.detail)
     return check
+
+
+@task(name="read-flow-run", retries=RETRIES, retry_delay_seconds=backoff(), cache_policy=NO_CACHE)
+def read_flow_run_summary(flow_run_id: str) -> dict[str, str | None]:
+    """Name, deployment, state and state message of a flow run (``<uuid>`` or the event's
+    resource id ``prefect.flow-run.<uuid>``), and its UI URL."""
+    from prefect.utilities.urls import url_for
+
+    run_id = UUID(flow_run_id.removeprefix("prefect.flow-run."))
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        deployment = client.read_deployment(run.deployment_id).name if run.deployment_id else None
+        flow_name = client.read_flow(run.flow_id).name
+    state = run.state
+    message = (state.message or "").strip().splitlines()[0] if state is not None and state.message else ""
+    return {
+        "id": str(run.id), "name": run.name, "flow": flow_name, "deployment": deployment,
+        "state": state.name if state is not None else None, "message": message,
+        "url": url_for(run, url_type="ui") if run else None,
+    }

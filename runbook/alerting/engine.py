@@ -52,6 +52,7 @@ class AlertState(BaseModel):
     last_notified_at: datetime | None = None
     repeats: int = 0
     last_value: float | None = None
+    last_detail: str = Field("", description="What the collector saw, for the notification.")
     last_evaluated_at: datetime | None = None
     flips: list[datetime] = Field(default_factory=list)
     flapping: bool = False
@@ -76,7 +77,8 @@ def new_state(rule: Rule, resource: str) -> AlertState:
 
 
 def evaluate(
-    state: AlertState, rule: Rule, value: float | None, now: datetime, policy: Policy, *, suppressed: str | None = None
+    state: AlertState, rule: Rule, value: float | None, now: datetime, policy: Policy, *, suppressed: str | None = None,
+    detail: str = "",
 ) -> tuple[AlertState, list[Notice]]:
     """One evaluation: the new state and the notices it asks for."""
     s = state.model_copy(deep=True)
@@ -85,7 +87,7 @@ def evaluate(
     if value is None:
         s.suppressed = suppressed
         return s, []
-    s.last_value = value
+    s.last_value, s.last_detail = value, detail
     was = s.status
     if rule.breached(value):
         s.breaches += 1

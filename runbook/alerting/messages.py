@@ -24,7 +24,9 @@ def alert_message(rule: Rule, state: AlertState, notice: Notice, now: datetime, 
     else:
         verb = _VERB[notice.kind]
     title = f"{state.severity.value.upper()} {rule.name} {verb} on {state.resource}: {rule.describe(state.last_value)}"
-    lines = [rule.summary] if rule.summary else []
+    lines = [state.last_detail] if state.last_detail else []
+    if rule.summary:
+        lines.append(rule.summary)
     if notice.detail and notice.kind != "stable":
         lines.append(notice.detail)
     if state.active_since is not None and notice.kind in ("firing", "repeat"):

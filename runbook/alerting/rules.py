@@ -107,8 +107,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule("database-size", "database_size_gb", ">", 80, "warning", 1, summary="§7.2: database over 80 GB: scale the database."),
     _rule("backup-stale", "backup_age_minutes", ">", 75, "critical", 1, inhibited_by=("database-down",),
           summary="§6.3: no DONE backup for 75 minutes: the 1 h RPO is at risk. Look at the backup deployment's runs."),
-    _rule("scheduled-run-failed", "deployment_failed", ">=", 1, "warning", 1,
-          summary="The newest run of a scheduled runbook deployment failed: open it in the Prefect UI."),
+    _rule("flow-run-failed", "deployment_failed", ">=", 1, "warning", 1,
+          summary="The newest run of a runbook deployment failed or crashed: open it in the Prefect UI."),
     _rule("signal-missing", "signal_up", "<=", 0, "warning", 3,
           summary="A monitoring source does not answer: the rules on its metrics keep their last state."),
 )
