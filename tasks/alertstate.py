@@ -17,7 +17,6 @@ Every name is built with psycopg.sql; the schema name is a setting.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -302,17 +301,16 @@ def _load_states(conn: psycopg.Connection[Any], schema: str) -> dict[str, AlertS
 
 
 def _save_states(conn: psycopg.Connection[Any], schema: str, states: list[AlertState], now: datetime) -> None:
+    """Every state in one statement, sent as one JSON array (one parameter to encode)."""
     if not states:
         return
     conn.execute(
         sql.SQL(
             "INSERT INTO {t} (fingerprint, rule, resource, status, state, updated_at)"
-            " SELECT f, r, res, st, js, %s FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])"
-            " AS u(f, r, res, st, js)"
+            " SELECT e->>'fingerprint', e->>'rule', e->>'resource', e->>'status', e, %s FROM jsonb_array_elements(%s::jsonb) AS e"
             " ON CONFLICT (fingerprint) DO UPDATE SET status = excluded.status, state = excluded.state, updated_at = excluded.updated_at"
         ).format(t=q(schema, "alert")),
-        (now, [s.fingerprint for s in states], [s.rule for s in states], [s.resource for s in states],
-         [s.status for s in states], [json.dumps(s.model_dump(mode="json")) for s in states]),
+        (now, "[" + ",".join(s.model_dump_json() for s in states) + "]"),
     )
 
 

@@ -81,7 +81,7 @@ def evaluate(
     detail: str = "",
 ) -> tuple[AlertState, list[Notice]]:
     """One evaluation: the new state and the notices it asks for."""
-    s = state.model_copy(deep=True)
+    s = state.model_copy(update={"flips": list(state.flips)})  # the only mutable field
     s.severity = rule.severity
     s.last_evaluated_at = now
     if value is None:
