@@ -103,3 +103,11 @@ def test_the_scratch_and_recovery_dsns_are_known_secrets_too(monkeypatch: pytest
     monkeypatch.setenv("RUNBOOK_RECOVERY_DATABASE_URL", "postgresql://rec:recovery-pw-2@rec.internal/platform")
     held = known_secrets(load_settings())
     assert any("scratch-pw-1" in value for value in held) and any("recovery-pw-2" in value for value in held)
+
+
+def test_known_secrets_hold_the_alert_channels_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_ALERTS__CHANNELS__SLACK__WEBHOOK_URL", "https://hooks.example.test/T0/B0/hook-secret")
+    monkeypatch.setenv("RUNBOOK_ALERTS__CHANNELS__TWILIO__AUTH_TOKEN", "twilio-token-secret")
+    monkeypatch.setenv("RUNBOOK_ALERTS__STATE_DATABASE_URL", "postgresql://u:state-pw@db.example.test/alerts")
+    held = known_secrets(load_settings())
+    assert {"https://hooks.example.test/T0/B0/hook-secret", "twilio-token-secret", "postgresql://u:state-pw@db.example.test/alerts"} <= set(held)
