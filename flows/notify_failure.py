@@ -15,9 +15,11 @@ from tasks.signals import backup_age_task
 
 from runbook.alerting.model import Message, Sample, Severity
 from runbook.alerting.report import monitor_checks
+from runbook.checks import CheckResult
 from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.target import prepare
 from tasks.alerting import (
+    chain_problem,
     deliver_all,
     evaluate_event,
     load_alerting,
@@ -52,7 +54,9 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
     backup-stale, checked against the store at once), through the delivery ledger."""
     logger = get_run_logger()
     settings, target = prepare()
-    alerting = load_alerting(settings, target)
+    # a chain that could page nobody is reported (and fails this run), not a reason to stay quiet
+    alerting = load_alerting(settings, target, need_chain=False)
+    coverage = chain_problem(alerting)
     now = utcnow()
     if params.signal is FailureSignal.flow_run:
         if not params.flow_run_id:
@@ -81,6 +85,8 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
     attempts, undelivered = deliver_all(alerting, now)
     cycle = cycle or CycleReport()
     checks = monitor_checks({}, cycle, attempts, undelivered, alerting.warnings)
+    if coverage:
+        checks.append(CheckResult(name="escalation", ok=False, detail=coverage))
     report = {"signal": params.signal.value, "notices": cycle.notices, "deliveries": [a.__dict__ for a in attempts],
               "undelivered": undelivered}
     told = ", ".join(n["title"] for n in cycle.notices) or "already told (the alert was firing)"

@@ -114,14 +114,27 @@ def load_alerting(settings: RunbookSettings, target: Target | None, *, need_chai
         for r in rules for c in r.routes() if c not in usable
     ]
     chain = [lv.model_copy() for lv in a.escalation.levels]
+    alerting = Alerting(settings=settings, state_dsn=state_dsn, schema=a.state_schema, rules=rules, chain=chain,
+                        credentials=credentials, usable=usable, warnings=warnings)
     if need_chain:
-        slowest = max((r.for_ for r in rules if r.severity.value == "critical"), default=1)
+        problem = chain_problem(alerting)
+        if problem:
+            raise ConfigError(problem)
+    return alerting
+
+
+def chain_problem(alerting: Alerting) -> str | None:
+    """Why the escalation chain could page nobody or page level 1 too late, or None."""
+    a = alerting.alerts
+    slowest = max((r.for_ for r in alerting.rules if r.severity.value == "critical"), default=1)
+    try:
         check_coverage(
-            chain, lambda channel, to: missing_parts(channel, a.channels, credentials, recipient=to),
+            alerting.chain, lambda channel, to: missing_parts(channel, a.channels, alerting.credentials, recipient=to),
             first_page_after=timedelta(seconds=(slowest - 1) * a.evaluation_interval_seconds),
         )
-    return Alerting(settings=settings, state_dsn=state_dsn, schema=a.state_schema, rules=rules, chain=chain,
-                    credentials=credentials, usable=usable, warnings=warnings)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 @task(name="evaluate-alerts", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
