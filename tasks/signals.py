@@ -200,7 +200,7 @@ def collect_platform_metrics(client: httpx.Client, fields: dict[str, str], path:
     return _guard("metrics", _metrics_down(fields), lambda: _read_platform_metrics(client, fields, path))
 
 
-@task(name="collect-platform-metrics", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(name="collect-platform-metrics", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def platform_metrics_task(
     base_url: str, token: SecretStr | None, fields: dict[str, str], path: str, timeout_s: float, ca_bundle: Path | None = None
 ) -> list[Sample]:
@@ -236,7 +236,7 @@ def collect_health(client: httpx.Client, path: str = "/api/health") -> list[Samp
     return _guard("health", _HEALTH_DOWN, lambda: _read_health(client, path))
 
 
-@task(name="check-platform-health", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(name="check-platform-health", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def health_task(base_url: str, path: str, timeout_s: float, ca_bundle: Path | None = None) -> list[Sample]:
     """Time the platform's health endpoint."""
     _logger().info("Checking the platform's health at %s%s", _where(base_url), path)
@@ -305,7 +305,7 @@ def collect_database(dsn: str, instance: str, *, timeout_s: int = 5) -> list[Sam
     return _guard("database", _database_down(instance), lambda: _read_database(dsn, instance, timeout_s))
 
 
-@task(name="check-database-health", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(name="check-database-health", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def database_task(dsn: SecretStr, instance: str, timeout_s: int) -> list[Sample]:
     """Check that the platform's database answers; read its connections and size."""
     _logger().info("Checking the database of %s", instance)
@@ -359,7 +359,7 @@ def open_monitored_store(url: str, *, s3_endpoint_url: str | None, timeout_s: in
     return open_store(url, s3_endpoint_url=s3_endpoint_url, client=client)
 
 
-@task(name="check-backup-freshness", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(name="check-backup-freshness", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def backup_age_task(store_url: str, s3_endpoint_url: str | None, instance: str, now: datetime, timeout_s: int) -> list[Sample]:
     """Age of the newest DONE backup in the store (the 1-hour RPO, §6.3)."""
     store = open_monitored_store(store_url, s3_endpoint_url=s3_endpoint_url, timeout_s=timeout_s)
@@ -446,7 +446,7 @@ def collect_deployment_runs(client: Any, tag: str = "runbook") -> list[Sample]:
     return _guard("prefect", {}, lambda: _read_deployment_runs(client, tag))
 
 
-@task(name="check-scheduled-runs", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(name="check-scheduled-runs", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def deployment_runs_task(tag: str, timeout_s: float) -> list[Sample]:
     """The newest finished run of each of runbook's scheduled deployments."""
     from prefect import get_client
