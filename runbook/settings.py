@@ -390,6 +390,65 @@ class MaintenanceSettings(BaseModel):
     )
 
 
+SignalSource = Literal["metrics", "health", "database", "backups", "prefect"]
+SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "prefect")
+# Where each platform metric is in the answer of /api/monitoring/metrics (the stand-in's
+# names; the real platform's may differ, hence configuration). A dotted path reads a
+# nested object ("latency.p95"); an empty string turns the metric off.
+PLATFORM_METRIC_FIELDS: dict[str, str] = {
+    "error_rate_pct": "error_rate_pct",
+    "response_time_p95_ms": "p95_ms",
+    "cpu_pct": "cpu_pct",
+    "memory_pct": "memory_pct",
+    "disk_pct": "disk_pct",
+}
+
+
+class MonitorSettings(BaseModel):
+    """What the monitor reads each minute (§2.1, §6.3, §7.1-§7.2), how long it waits for
+    each source, and where each metric is in the platform's answer."""
+
+    sources: list[SignalSource] = Field(
+        default_factory=lambda: list(SIGNAL_SOURCES),
+        description="Sources collected: metrics, health, database, backups, prefect. A source left out is reported as skipped.",
+    )
+    metrics_path: str = Field("/api/monitoring/metrics", description="The platform's metrics endpoint (§2.1).")
+    health_path: str = Field("/api/health", description="The platform's health endpoint (§1.4).")
+    metric_fields: dict[str, str] = Field(
+        default_factory=lambda: dict(PLATFORM_METRIC_FIELDS),
+        description="JSON field of each platform metric in the metrics answer, merged over the defaults; "
+        "a dotted path reads a nested object, an empty string turns the metric off.",
+    )
+    http_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Per request to the platform (connect, read).")
+    database_timeout_seconds: int = Field(5, ge=1, le=60, description="Connect and statement timeout of the database check.")
+    store_timeout_seconds: int = Field(10, ge=1, le=120, description="Connect and read timeout of the backup store (S3).")
+    prefect_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Per request to the Prefect API.")
+    deployment_tag: str = Field("runbook", min_length=1, description="Scheduled deployments with this tag are watched.")
+    retries: int = Field(1, ge=0, le=3, description="Retries of a source that failed transiently, within one run.")
+    retry_delay_seconds: float = Field(1.0, ge=0, le=30, description="Wait before such a retry.")
+
+    @field_validator("metrics_path", "health_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or "://" in value:
+            raise ValueError(f"{value!r} is not a path on the platform such as /api/health")
+        return value
+
+    @field_validator("metric_fields", mode="before")
+    @classmethod
+    def _merge_fields(cls, value: Any) -> Any:
+        # an operator changes one field (RUNBOOK_MONITOR__METRIC_FIELDS__CPU_PCT=cpu) without restating the rest
+        return {**PLATFORM_METRIC_FIELDS, **value} if isinstance(value, dict) else value
+
+    @field_validator("metric_fields")
+    @classmethod
+    def _check_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(PLATFORM_METRIC_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}: expected some of {', '.join(PLATFORM_METRIC_FIELDS)}")
+        return {metric: field.strip() for metric, field in value.items()}
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -456,6 +515,7 @@ class RunbookSettings(BaseSettings):
     certs: CertSettings = Field(default_factory=CertSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
