@@ -14,7 +14,7 @@ from runbook.alerting.report import incident_markdown, monitor_checks, monitor_m
 from runbook.errors import TransientError
 from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.target import prepare
-from tasks.alerting import deliver_all, emergency_notify, evaluate_alerts, incident_timelines, load_alerting, run_link
+from tasks.alerting import deliver_all, emergency_notify, evaluate_alerts, incident_timelines, load_alerting, run_link, state_task
 from tasks.signals import collect_signals
 
 
@@ -43,7 +43,7 @@ def monitor(params: MonitorParameters = MonitorParameters()) -> Any:
     now = utcnow()
     signals = collect_signals(settings, target, now=now)
     try:
-        cycle = evaluate_alerts(alerting, signals.samples, now, run_link())
+        cycle = state_task(evaluate_alerts, alerting)(alerting, signals.samples, now, run_link())
     except TransientError as err:
         # The state database does not answer (by default it is the platform's own): page
         # directly, at most once per repeat interval, and fail the run.

@@ -67,10 +67,19 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
         resource = run["deployment"] or run["flow"] or "?"
         detail = f"run {run['name']} of {resource}: {run['state']}" + (f": {run['message']}" if run["message"] else "")
         logger.warning("%s", detail)
-        cycle = evaluate_event(alerting, ["flow-run-failed"], [Sample(metric="deployment_failed", resource=resource, value=1, detail=detail)],
-                               now, run["url"])
+        if run["scheduled"]:
+            # the alert the monitor resolves once a later run of this deployment completes
+            cycle = evaluate_event(alerting, ["flow-run-failed"], [Sample(metric="deployment_failed", resource=resource, value=1,
+                                                                          detail=detail)], now, run["url"])
+        else:
+            # a run started by hand (or by a pipeline): told once, no alert left firing
+            rule = next(r for r in alerting.rules if r.name == "flow-run-failed")
+            message = Message(kind="run-failed", severity=rule.severity, rule=rule.name, resource=resource,
+                              title=f"{rule.severity.value.upper()} {detail}", summary=rule.summary, link=run["url"], at=now)
+            queue_notification(alerting, f"run-failed:{run['id']}", [(c, None) for c in rule.routes()], message, now)
+            cycle = None
     else:
-        samples = backup_age_task(target.store_url, settings.s3_endpoint_url, target.instance, now, settings.monitor.timeout_seconds)
+        samples = backup_age_task(target.store_url, settings.s3_endpoint_url, target.instance, now, settings.monitor.store_timeout_seconds)
         age = next((s for s in samples if s.metric == "backup_age_minutes"), None)
         if age is None or age.value is None:
             # the store cannot say: page anyway, once an hour, rather than stay quiet

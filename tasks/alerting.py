@@ -137,7 +137,13 @@ def chain_problem(alerting: Alerting) -> str | None:
     return None
 
 
-@task(name="evaluate-alerts", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def state_task(fn: Any, alerting: Alerting) -> Any:
+    """A state-database task with the configured in-run retries (transient errors only)."""
+    a = alerting.alerts
+    return fn.with_options(retries=a.state_retries, retry_delay_seconds=a.state_retry_delay_seconds)
+
+
+@task(name="evaluate-alerts", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def evaluate_alerts(alerting: Alerting, samples: list[Sample], now: datetime, link: str | None) -> alertstate.CycleReport:
     """Evaluate every rule on the signals; record states, notifications, incidents and
     pages in the state database (one transaction: retried whole, never half-applied)."""

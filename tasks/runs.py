@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -160,20 +161,22 @@ def report_collisions(deployment_id: UUID, run_id: UUID, procedure: str) -> Chec
 
 
 @task(name="read-flow-run", retries=RETRIES, retry_delay_seconds=backoff(), cache_policy=NO_CACHE)
-def read_flow_run_summary(flow_run_id: str) -> dict[str, str | None]:
-    """Name, deployment, state and state message of a flow run (``<uuid>`` or the event's
+def read_flow_run_summary(flow_run_id: str) -> dict[str, Any]:
+    """Name, deployment (and whether it runs on a schedule), state and state message of a flow run (``<uuid>`` or the event's
     resource id ``prefect.flow-run.<uuid>``), and its UI URL."""
     from prefect.utilities.urls import url_for
 
     run_id = UUID(flow_run_id.removeprefix("prefect.flow-run."))
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        deployment = client.read_deployment(run.deployment_id).name if run.deployment_id else None
+        found = client.read_deployment(run.deployment_id) if run.deployment_id else None
         flow_name = client.read_flow(run.flow_id).name
+    deployment = found.name if found is not None else None
+    scheduled = bool(found is not None and not found.paused and any(s.active for s in found.schedules or []))
     state = run.state
     message = (state.message or "").strip().splitlines()[0] if state is not None and state.message else ""
     return {
-        "id": str(run.id), "name": run.name, "flow": flow_name, "deployment": deployment,
+        "id": str(run.id), "name": run.name, "flow": flow_name, "deployment": deployment, "scheduled": scheduled,
         "state": state.name if state is not None else None, "message": message,
         "url": url_for(run, url_type="ui") if run else None,
     }

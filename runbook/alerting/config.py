@@ -239,6 +239,8 @@ class AlertSettings(BaseModel):
     evaluation_interval_seconds: int = Field(60, ge=10, le=3600, description="How often monitor runs (its schedule).")
     max_attempts: int = Field(12, ge=1, le=1000, description="Deliveries of one notification tried at most this often, then dead.")
     lease_seconds: int = Field(300, ge=30, le=3600, description="A delivery claimed by a run that died is tried again after this.")
+    state_retries: int = Field(2, ge=0, le=5, description="Retries of a state-database step that failed transiently, within one run.")
+    state_retry_delay_seconds: float = Field(5, ge=0, le=60, description="Wait before such a retry.")
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     channels: ChannelSettings = Field(default_factory=ChannelSettings)
 

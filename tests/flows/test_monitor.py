@@ -1,0 +1,172 @@
+"""monitor, alert-test, ack and silence as real flow runs (and through the CLI), against
+a real PostgreSQL for the state and the channels' stand-ins on 127.0.0.1, on an
+injected clock."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import runbook_here
+from tests.servers import free_port
+from tests.standins import StandIns
+
+T0 = datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc)
+MIN = timedelta(minutes=1)
+
+
+@pytest.fixture
+def state_url(pg_admin_dsn: str) -> Iterator[str]:
+    """An empty database for the alert state, apart from the platform's (which the
+    tests take down)."""
+    from tests.conftest import _dsn_url
+
+    name = f"alerts_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _dsn_url(pg_admin_dsn, name)
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def alerting_env(tmp_path: Path, standins: StandIns, state_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Every channel on its stand-in, the state in its own database, only the database
+    source collected; the platform's database is unreachable (a closed port)."""
+    env = {
+        **standins.settings_env(),
+        "RUNBOOK_ALERTS__STATE_DATABASE_URL": state_url,
+        "RUNBOOK_MONITOR__SOURCES": '["database"]',
+        "RUNBOOK_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/platform",
+        "RUNBOOK_INSTANCE": "db-1",
+        "RUNBOOK_HOME": str(tmp_path / "home"),
+        "RUNBOOK_MONITOR__RETRIES": "0",  # no real waits: the database is down on purpose
+        "RUNBOOK_ALERTS__STATE_RETRIES": "0",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    import flows.monitor
+
+    monkeypatch.setattr(flows.monitor, "utcnow", lambda: moment)
+
+
+def run_monitor() -> tuple[bool, dict]:
+    from flows.monitor import monitor
+
+    state = monitor(return_state=True)
+    return state.is_completed(), state.result(raise_on_failure=False)
+
+
+def ledger(state_url: str) -> list[tuple]:
+    with psycopg.connect(state_url) as conn:
+        return conn.execute("SELECT channel, kind, status, attempts, last_error FROM runbook_alerting.outbox ORDER BY id").fetchall()
+
+
+def test_database_down_pages_every_channel_and_escalates(alerting_env: dict[str, str], standins: StandIns,
+                                                         monkeypatch: pytest.MonkeyPatch, state_url: str) -> None:
+    at(monkeypatch, T0)
+    completed, result = run_monitor()
+    assert completed, result
+    assert [a["rule"] for a in result["firing"]] == ["database-down"] and result["opened"] == [1]
+    assert [p["level"] for p in result["pages"]] == [1]
+    # the firing alert on its four channels (§2.2), level 1 on Slack and the status page (§9)
+    texts = [json.dumps(body) for body in standins.slack.accepted]
+    assert len(texts) == 2 and all("database-down" in t for t in texts)
+    assert any("CRITICAL" in t for t in texts) and any("incident #1" in t for t in texts)
+    assert {r.path.rsplit("/", 1)[-1] for r in standins.twilio.received} == {"Messages.json", "Calls.json"}
+    assert len(standins.smtp.messages) == 1 and "database-down" in standins.smtp.messages[0]["Subject"]
+    assert [i.status for i in standins.statuspage.incidents.values()] == ["investigating"]
+    assert {status for _, _, status, _, _ in ledger(state_url)} == {"sent"}
+
+    # a minute later: nothing new; at 15 minutes: level 2 (phone and SMS)
+    for minute in (1, 15):
+        at(monkeypatch, T0 + minute * MIN)
+        completed, result = run_monitor()
+        assert completed, result
+    assert [p["level"] for p in result["pages"]] == [2]
+    assert len(standins.slack.accepted) == 2
+
+
+def test_slack_down_email_and_sms_still_deliver_and_the_run_says_so(alerting_env: dict[str, str], standins: StandIns,
+                                                                     monkeypatch: pytest.MonkeyPatch, state_url: str) -> None:
+    at(monkeypatch, T0)
+    with standins.slack.down():
+        completed, result = run_monitor()
+    assert not completed
+    assert "slack" in result["message"] and "database-down" in result["message"]
+    assert standins.smtp.messages and standins.twilio.received  # the others were not held by Slack
+    rows = ledger(state_url)
+    slack = [r for r in rows if r[0] == "slack"]
+    assert slack and all(r[2] == "failed" and r[3] == 1 and r[4] for r in slack)
+    assert all(r[2] == "sent" for r in rows if r[0] != "slack")
+    # Slack is back: the next run after the retry delay delivers what the ledger kept
+    at(monkeypatch, T0 + 2 * MIN)
+    completed, result = run_monitor()
+    assert completed, result
+    assert len(standins.slack.accepted) == 2
+    assert all(r[2] == "sent" for r in ledger(state_url))
+
+
+def test_a_chain_that_pages_nobody_exits_2(alerting_env: dict[str, str], standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+    # only Slack: level 2 (phone, SMS) could reach nobody
+    for name in list(alerting_env):
+        if name.startswith("RUNBOOK_ALERTS__CHANNELS__") and "SLACK" not in name:
+            monkeypatch.delenv(name)
+    result = runbook_here("monitor", env={}, monkeypatch=monkeypatch)
+    assert result.returncode == 2, result
+    assert "RUNBOOK_ALERTS__ESCALATION" in result.stderr and "level 2" in result.stderr
+    assert standins.slack.accepted == []
+
+
+def test_ack_stops_the_next_level_and_silence_holds(alerting_env: dict[str, str], standins: StandIns,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    at(monkeypatch, T0)
+    run_monitor()
+    acked = runbook_here("--json", "ack", "1", "--by", "aiko", "--note", "failing over", env={}, monkeypatch=monkeypatch)
+    assert acked.returncode == 0, acked.stderr
+    assert json.loads(acked.stdout)["acknowledged"] is True
+    calls = len(standins.twilio.received)
+    at(monkeypatch, T0 + 16 * MIN)
+    completed, result = run_monitor()
+    assert completed and result["pages"] == [] and len(standins.twilio.received) == calls
+
+    listed = runbook_here("--json", "silence", "add", "--rule", "*", "--author", "aiko", "--reason", "x", "--for", "1h",
+                          env={}, monkeypatch=monkeypatch)
+    assert listed.returncode == 2 and "rule or a resource" in listed.stderr
+    too_long = runbook_here("silence", "add", "--rule", "database-down", "--author", "aiko", "--reason", "x", "--for", "8d",
+                            env={}, monkeypatch=monkeypatch)
+    assert too_long.returncode == 2 and "7 days" in too_long.stderr
+
+
+def test_alert_test_reports_each_channel(alerting_env: dict[str, str], standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+    with standins.twilio.down():
+        result = runbook_here("--json", "alert-test", env={}, monkeypatch=monkeypatch)
+    assert result.returncode == 1
+    outcome = {c["name"]: c["ok"] for c in json.loads(result.stdout)["checks"]}
+    assert outcome == {"channel:slack": True, "channel:email": True, "channel:sms": False, "channel:phone": False}
+    assert "Production Alert Test" in json.dumps(standins.slack.accepted[0])
+    assert standins.statuspage.incidents == {}  # never a public test incident unless asked
+
+
+def test_an_unreachable_state_database_pages_directly_once(alerting_env: dict[str, str], standins: StandIns,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_ALERTS__STATE_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/alerts")
+    monkeypatch.setenv("RUNBOOK_ALERTS__STATE_SCHEMA", f"s_{secrets.token_hex(3)}")  # its own emergency Variable
+    at(monkeypatch, T0)
+    completed, result = run_monitor()
+    assert not completed
+    assert len(standins.slack.accepted) == 1 and "alert state unreachable" in json.dumps(standins.slack.accepted[0])
+    at(monkeypatch, T0 + 5 * MIN)
+    completed, _ = run_monitor()
+    assert not completed and len(standins.slack.accepted) == 1  # held until the repeat interval
