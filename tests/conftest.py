@@ -25,6 +25,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from tests.servers import free_port, start_moto  # noqa: E402
+from tests.standins import SlackStandIn, SmtpStandIn, StandIns, StatuspageStandIn, TwilioStandIn  # noqa: E402
 
 TEMPLATE = "platform_template"
 VARIANTS_TEMPLATE = "variants_template"
@@ -193,3 +194,48 @@ def runbook_here(*args: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatc
     finally:
         signal.signal(signal.SIGTERM, previous)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+# --- notification channels' stand-ins (tests/standins.py): each starts in milliseconds,
+# so each test gets its own, with nothing recorded and no fault queued.
+
+
+@pytest.fixture
+def slack_standin() -> Iterator[SlackStandIn]:
+    """Slack: an incoming webhook and chat.postMessage on 127.0.0.1."""
+    standin = SlackStandIn()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def smtp_standin() -> Iterator[SmtpStandIn]:
+    """An SMTP server (aiosmtpd) on 127.0.0.1, no login."""
+    standin = SmtpStandIn()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def twilio_standin() -> Iterator[TwilioStandIn]:
+    """Twilio's Messages and Calls on 127.0.0.1."""
+    standin = TwilioStandIn()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def statuspage_standin() -> Iterator[StatuspageStandIn]:
+    """Atlassian Statuspage's incidents on 127.0.0.1."""
+    standin = StatuspageStandIn()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def standins(
+    slack_standin: SlackStandIn, smtp_standin: SmtpStandIn, twilio_standin: TwilioStandIn, statuspage_standin: StatuspageStandIn
+) -> StandIns:
+    """Every channel's stand-in, with ``channel_settings()`` and ``settings_env()``
+    pointing runbook at all of them."""
+    return StandIns(slack_standin, smtp_standin, twilio_standin, statuspage_standin)

@@ -8,11 +8,10 @@ long the channel asked us to wait (HTTP 429 Retry-After).
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class Severity(str, Enum):
@@ -57,7 +56,7 @@ class Message(BaseModel):
     link: str | None = Field(None, description="URL of the Prefect run (or the incident) to open.")
     incident_id: int | None = None
     level: int | None = None
-    at: datetime
+    at: AwareDatetime = Field(description="When it was seen, with its offset: every channel shows it so.")
 
 
 class Delivery(BaseModel):

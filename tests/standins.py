@@ -1,0 +1,575 @@
+"""Stand-ins for the notification channels: small real servers on 127.0.0.1 that
+answer the way Slack, an SMTP server, Twilio and Atlassian Statuspage do, record what
+they receive (parsed: JSON, form fields, e-mail messages), and fail on demand:
+
+- ``fail_next(n, status=500, retry_after=None)``: the next ``n`` requests get that
+  answer (429 with a ``Retry-After`` header when given); the SMTP stand-in answers
+  DATA with that SMTP code instead (451 transient, 554 permanent...);
+- ``down()``: the listener is closed, so connecting is refused, until ``up()``
+  starts it again on the same port (``with standin.down(): ...`` does both).
+
+Each one checks credentials as the real service does and builds the settings that
+point runbook at it (``settings()`` for tests that build ``ChannelSettings``,
+``settings_env()`` for tests that go through the environment). Nothing here sleeps
+or waits beyond a server's own start.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import itertools
+import json
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from runbook.alerting.config import ChannelSettings, EmailSettings, SlackSettings, StatuspageSettings, TwilioSettings
+from tests.servers import free_port
+
+Answer = tuple[int, dict[str, str], Any]  # status, headers, body (dict/list: JSON, str: text)
+
+PREFIX = "RUNBOOK_ALERTS__CHANNELS__"
+
+# aiosmtpd logs each SMTP command (and a deprecation of its own) to "mail.log"
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@dataclass
+class Received:
+    """One request as the stand-in saw it, and the status it answered."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: Any  # parsed JSON, a form as {name: value} (a list when repeated), or text
+    status: int = 0
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: str | None
+
+
+class HttpStandIn:
+    """A threaded HTTP server on 127.0.0.1 that records requests and answers through
+    ``answer``, or with a queued fault."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.received: list[Received] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.up()
+
+    # --- life -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        """Listen (again, on the same port after ``down``)."""
+        if self._server is not None:
+            return
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                standin._serve(self)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        # a short poll interval: down() returns in milliseconds
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listener: connecting to the port is refused from now on."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """Refuse connections inside the block, listen again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.up()
+
+    def fail_next(self, n: int = 1, status: int = 500, *, retry_after: float | str | None = None) -> None:
+        """The next ``n`` requests get ``status`` (and ``Retry-After`` when given)."""
+        with self._lock:
+            self._faults += [_Fault(status, None if retry_after is None else str(retry_after)) for _ in range(n)]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.received.clear()
+
+    # --- serving --------------------------------------------------------------------
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        request = Received(handler.command, urlsplit(handler.path).path, headers, _parse(raw, headers.get("content-type", "")))
+        with self._lock:
+            fault = self._faults.pop(0) if self._faults else None
+            self.received.append(request)
+        if fault is not None:
+            status, extra, body = fault.status, {}, self.fault_body(request, fault.status)
+            if fault.retry_after is not None:
+                extra["Retry-After"] = fault.retry_after
+        else:
+            with self._lock:  # answers change the stand-in's state: one at a time
+                status, extra, body = self.answer(request)
+        request.status = status
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else str(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json" if isinstance(body, (dict, list)) else "text/plain; charset=utf-8")
+        for name, value in extra.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def answer(self, request: Received) -> Answer:
+        return 404, {}, {"error": "not found"}
+
+    def fault_body(self, request: Received, status: int) -> Any:
+        return {"error": f"stand-in fault {status}"}
+
+
+def _parse(raw: bytes, content_type: str) -> Any:
+    text = raw.decode("utf-8", "replace")
+    if content_type.startswith("application/json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
+    return text
+
+
+def _basic_auth(headers: dict[str, str]) -> tuple[str, str] | None:
+    value = headers.get("authorization", "")
+    if not value.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(value[6:]).decode().partition(":")
+    except ValueError:
+        return None
+    return user, password
+
+
+# --- Slack -----------------------------------------------------------------------------
+
+
+class SlackStandIn(HttpStandIn):
+    """Slack: an incoming webhook (its secret path answers "ok") and the Web API's
+    ``chat.postMessage`` (a bot token; a wrong one is ``invalid_auth``, answered with
+    HTTP 200 as Slack does). ``accepted`` holds the JSON bodies Slack took."""
+
+    def __init__(self) -> None:
+        self.webhook_path = f"/services/T0STANDIN/B0STANDIN/{secrets.token_hex(12)}"
+        self.token = f"xoxb-standin-{secrets.token_hex(8)}"
+        self.accepted: list[dict[str, Any]] = []
+        self._ts = itertools.count(1)
+        super().__init__()
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + self.webhook_path
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/"
+
+    def settings(self, *, via: str = "webhook", **changes: Any) -> SlackSettings:
+        """Settings for the webhook (``via="webhook"``) or the bot token (``"bot"``)."""
+        secret = {"webhook_url": self.webhook_url} if via == "webhook" else {"bot_token": self.token}
+        return SlackSettings(**({"api_url": self.api_url} | secret | changes))
+
+    def settings_env(self, *, via: str = "webhook") -> dict[str, str]:
+        env = {PREFIX + "SLACK__API_URL": self.api_url}
+        if via == "webhook":
+            env[PREFIX + "SLACK__WEBHOOK_URL"] = self.webhook_url
+        else:
+            env[PREFIX + "SLACK__BOT_TOKEN"] = self.token
+        return env
+
+    def reset(self) -> None:
+        super().reset()
+        self.accepted.clear()
+
+    def answer(self, request: Received) -> Answer:
+        if request.method != "POST":
+            return 405, {}, "method_not_allowed"
+        if request.path == self.webhook_path:
+            if not isinstance(request.body, dict) or not (request.body.get("text") or request.body.get("blocks")):
+                return 400, {}, "invalid_payload"
+            self.accepted.append(request.body)
+            return 200, {}, "ok"
+        if request.path.startswith("/services/"):
+            return 404, {}, "no_service"
+        if request.path == "/api/chat.postMessage":
+            auth = request.headers.get("authorization", "")
+            if not auth:
+                return 200, {}, {"ok": False, "error": "not_authed"}
+            if auth != f"Bearer {self.token}":
+                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            body = request.body if isinstance(request.body, dict) else {}
+            if not body.get("channel"):
+                return 200, {}, {"ok": False, "error": "channel_not_found"}
+            if not (body.get("text") or body.get("blocks")):
+                return 200, {}, {"ok": False, "error": "no_text"}
+            self.accepted.append(body)
+            ts = f"1700000000.{next(self._ts):06d}"
+            return 200, {}, {"ok": True, "channel": "C0STANDIN", "ts": ts, "message": {"text": body.get("text"), "ts": ts}}
+        return 404, {}, {"ok": False, "error": "unknown_method"}
+
+    def fault_body(self, request: Received, status: int) -> Any:
+        if request.path.startswith("/services/"):
+            return "rate_limited" if status == 429 else "internal_error"
+        return {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
+
+
+# --- Twilio ------------------------------------------------------------------------------
+
+_TWILIO_PATH = re.compile(r"^/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json$")
+
+
+class TwilioStandIn(HttpStandIn):
+    """Twilio's Messages and Calls: basic auth (account SID, auth token), form fields,
+    201 with a ``sid``; its error bodies (``code``, ``message``) as Twilio sends them.
+    ``messages`` and ``calls`` hold the accepted forms."""
+
+    def __init__(self) -> None:
+        self.account_sid = "AC" + secrets.token_hex(16)
+        self.auth_token = secrets.token_hex(16)
+        self.from_number = "+815000000000"
+        self.messages: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        super().__init__()
+
+    def settings(self, **changes: Any) -> TwilioSettings:
+        base = {
+            "api_url": self.url,
+            "account_sid": self.account_sid,
+            "auth_token": self.auth_token,
+            "from_number": self.from_number,
+            "sms_to": ["+819011112222"],
+            "phone_to": ["+819033334444"],
+        }
+        return TwilioSettings(**(base | changes))
+
+    def settings_env(self) -> dict[str, str]:
+        s = self.settings()
+        return {
+            PREFIX + "TWILIO__API_URL": s.api_url,
+            PREFIX + "TWILIO__ACCOUNT_SID": self.account_sid,
+            PREFIX + "TWILIO__AUTH_TOKEN": self.auth_token,
+            PREFIX + "TWILIO__FROM_NUMBER": self.from_number,
+            PREFIX + "TWILIO__SMS_TO": json.dumps(s.sms_to),
+            PREFIX + "TWILIO__PHONE_TO": json.dumps(s.phone_to),
+        }
+
+    def reset(self) -> None:
+        super().reset()
+        self.messages.clear()
+        self.calls.clear()
+
+    @staticmethod
+    def _error(status: int, code: int, message: str) -> Answer:
+        return status, {}, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+
+    def answer(self, request: Received) -> Answer:
+        match = _TWILIO_PATH.match(request.path)
+        if not match or request.method != "POST":
+            return self._error(404, 20404, "The requested resource was not found")
+        if _basic_auth(request.headers) != (self.account_sid, self.auth_token) or match.group(1) != self.account_sid:
+            return self._error(401, 20003, "Authenticate")
+        form = request.body if isinstance(request.body, dict) else {}
+        to = form.get("To", "")
+        if not to:
+            return self._error(400, 21604, "A 'To' phone number is required.")
+        if not re.fullmatch(r"\+[1-9]\d{6,14}", to):
+            return self._error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if form.get("From") != self.from_number:
+            return self._error(400, 21606, "The 'From' phone number provided is not a valid message-capable Twilio phone number.")
+        if match.group(2) == "Messages":
+            if not form.get("Body"):
+                return self._error(400, 21602, "Message body is required.")
+            self.messages.append(form)
+            sid = "SM" + secrets.token_hex(16)
+        else:
+            if not (form.get("Twiml") or form.get("Url")):
+                return self._error(400, 21205, "Url parameter is required.")
+            self.calls.append(form)
+            sid = "CA" + secrets.token_hex(16)
+        return 201, {}, {"sid": sid, "account_sid": self.account_sid, "to": to, "from": form["From"], "status": "queued"}
+
+    def fault_body(self, request: Received, status: int) -> Any:
+        code = 20429 if status == 429 else 20500
+        return {"code": code, "message": "Too Many Requests" if status == 429 else "Internal Server Error", "status": status}
+
+
+# --- Statuspage --------------------------------------------------------------------------
+
+_INCIDENTS = re.compile(r"^/v1/pages/([^/]+)/incidents(?:/([^/]+))?$")
+_PAGE = re.compile(r"^/v1/pages/([^/]+)$")
+
+
+@dataclass
+class Incident:
+    id: str
+    name: str
+    status: str
+    impact: str
+    history: list[str] = field(default_factory=list)  # every status it was given, in order
+    bodies: list[str] = field(default_factory=list)
+    components: dict[str, str] = field(default_factory=dict)
+
+
+class StatuspageStandIn(HttpStandIn):
+    """Atlassian Statuspage's incidents: ``Authorization: OAuth <key>``, create
+    (POST, 201 with an ``id``), update (PATCH; an unknown id is 404), and the page
+    itself (GET). ``incidents`` keeps each one's status history."""
+
+    def __init__(self) -> None:
+        self.page_id = "standin" + secrets.token_hex(4)
+        self.api_key = secrets.token_hex(16)
+        self.incidents: dict[str, Incident] = {}
+        self._ids = itertools.count(1)
+        super().__init__()
+
+    def settings(self, **changes: Any) -> StatuspageSettings:
+        return StatuspageSettings(**({"api_url": self.url, "page_id": self.page_id, "api_key": self.api_key} | changes))
+
+    def settings_env(self) -> dict[str, str]:
+        return {
+            PREFIX + "STATUSPAGE__API_URL": self.url,
+            PREFIX + "STATUSPAGE__PAGE_ID": self.page_id,
+            PREFIX + "STATUSPAGE__API_KEY": self.api_key,
+        }
+
+    def reset(self) -> None:
+        super().reset()
+        self.incidents.clear()
+
+    def answer(self, request: Received) -> Answer:
+        if request.headers.get("authorization") != f"OAuth {self.api_key}":
+            return 401, {}, {"error": "Could not authenticate"}
+        page = _PAGE.match(request.path)
+        if page and request.method == "GET":
+            if page.group(1) != self.page_id:
+                return 404, {}, {"error": "The page could not be found"}
+            return 200, {}, {"id": self.page_id, "name": "Stand-in status page"}
+        match = _INCIDENTS.match(request.path)
+        if not match:
+            return 404, {}, {"error": "Not found"}
+        if match.group(1) != self.page_id:
+            return 404, {}, {"error": "The page could not be found"}
+        body = request.body.get("incident") if isinstance(request.body, dict) else None
+        if not isinstance(body, dict):
+            return 400, {}, {"error": "incident is missing"}
+        if match.group(2) is None and request.method == "POST":
+            if not body.get("name"):
+                return 422, {}, {"error": "Name can't be blank"}
+            incident = Incident(id=f"inc{next(self._ids):04d}", name=body["name"], status=body.get("status", "investigating"),
+                                impact=body.get("impact_override", "none"))
+            self.incidents[incident.id] = incident
+        elif match.group(2) is not None and request.method == "PATCH":
+            incident = self.incidents.get(match.group(2))
+            if incident is None:
+                return 404, {}, {"error": "Record not found"}
+            incident.name = body.get("name", incident.name)
+            incident.status = body.get("status", incident.status)
+            incident.impact = body.get("impact_override", incident.impact)
+        else:
+            return 405, {}, {"error": "Method not allowed"}
+        incident.history.append(incident.status)
+        if body.get("body"):
+            incident.bodies.append(body["body"])
+        incident.components.update(body.get("components") or {})
+        status = 201 if request.method == "POST" else 200
+        return status, {}, {"id": incident.id, "name": incident.name, "status": incident.status, "impact": incident.impact,
+                            "page_id": self.page_id}
+
+
+# --- SMTP ----------------------------------------------------------------------------------
+
+
+class SmtpStandIn:
+    """An SMTP server (aiosmtpd) on 127.0.0.1. With ``username`` it offers AUTH over
+    plain text (a test server) and refuses mail before a login; ``messages`` holds
+    what it accepted, parsed, and ``envelopes`` the (sender, recipients) of each."""
+
+    def __init__(self, username: str | None = None, password: str | None = None) -> None:
+        self.username, self.password = username, password
+        self.port = free_port()
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.logins: list[tuple[str, bool]] = []
+        self._faults: list[int] = []
+        self._refused: dict[str, int] = {}
+        self._controller: Any = None
+        self.up()
+
+    def settings(self, **changes: Any) -> EmailSettings:
+        base: dict[str, Any] = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": self.port,
+            "smtp_type": "INSECURE",
+            "sender": "runbook@example.com",
+            "to": ["ops@example.com"],
+            "timeout_seconds": 5,
+        }
+        if self.username:
+            base |= {"username": self.username, "password": self.password}
+        return EmailSettings(**(base | changes))
+
+    def settings_env(self) -> dict[str, str]:
+        env = {
+            PREFIX + "EMAIL__SMTP_HOST": "127.0.0.1",
+            PREFIX + "EMAIL__SMTP_PORT": str(self.port),
+            PREFIX + "EMAIL__SMTP_TYPE": "INSECURE",
+            PREFIX + "EMAIL__SENDER": "runbook@example.com",
+            PREFIX + "EMAIL__TO": json.dumps(["ops@example.com"]),
+        }
+        if self.username:
+            env |= {PREFIX + "EMAIL__USERNAME": self.username, PREFIX + "EMAIL__PASSWORD": self.password or ""}
+        return env
+
+    def up(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        if self._controller is not None:
+            return
+        self._controller = Controller(
+            _SmtpHandler(self),
+            hostname="127.0.0.1",
+            port=self.port,
+            server_hostname="smtp.standin.test",  # not the machine's FQDN: no DNS look-up
+            authenticator=self._authenticate,
+            auth_require_tls=False,
+            ready_timeout=10,
+        )
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        self.stop()
+        try:
+            yield
+        finally:
+            self.up()
+
+    def fail_next(self, n: int = 1, status: int = 451) -> None:
+        """The next ``n`` messages are answered ``status`` at DATA (4xx: try later, 5xx: refused)."""
+        self._faults += [status] * n
+
+    def refuse_recipient(self, address: str, status: int = 550) -> None:
+        self._refused[address.lower()] = status
+
+    def reset(self) -> None:
+        self.messages.clear()
+        self.envelopes.clear()
+        self.logins.clear()
+        self._faults.clear()
+        self._refused.clear()
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        login = auth_data.login.decode()
+        ok = self.username is not None and login == self.username and auth_data.password.decode() == self.password
+        self.logins.append((login, ok))
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535 itself
+
+
+class _SmtpHandler:
+    def __init__(self, standin: SmtpStandIn) -> None:
+        self.standin = standin
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:  # noqa: N802
+        if self.standin.username and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:  # noqa: N802
+        refused = self.standin._refused.get(address.lower())
+        if refused:
+            return f"{refused} 5.1.1 <{address}>: recipient refused"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.standin._faults:
+            status = self.standin._faults.pop(0)
+            return f"{status} {'4.3.0 try again later' if status < 500 else '5.7.1 message refused'}"
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        self.standin.messages.append(message)  # type: ignore[arg-type]
+        self.standin.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 OK: queued"
+
+
+# --- all of them -----------------------------------------------------------------------------
+
+
+@dataclass
+class StandIns:
+    """Every channel's stand-in at once, for tests of routing and fallback."""
+
+    slack: SlackStandIn
+    smtp: SmtpStandIn
+    twilio: TwilioStandIn
+    statuspage: StatuspageStandIn
+
+    def channel_settings(self, *, slack_via: str = "webhook") -> ChannelSettings:
+        return ChannelSettings(
+            slack=self.slack.settings(via=slack_via),
+            email=self.smtp.settings(),
+            twilio=self.twilio.settings(),
+            statuspage=self.statuspage.settings(),
+        )
+
+    def settings_env(self, *, slack_via: str = "webhook") -> dict[str, str]:
+        return (
+            self.slack.settings_env(via=slack_via) | self.smtp.settings_env() | self.twilio.settings_env() | self.statuspage.settings_env()
+        )
+
+    def stop(self) -> None:
+        for standin in (self.slack, self.smtp, self.twilio, self.statuspage):
+            standin.stop()
