@@ -34,6 +34,7 @@ from psycopg import sql
 from runbook.backups import DUMP_SUFFIX, MANIFEST_SUFFIX
 from tests.conftest import _dsn_url, clone_database
 from tests.servers import free_port
+from tests.standins import SlackStandIn
 
 # the server's start, `prefect deploy` and each run's interpreter take seconds on an idle
 # machine and minutes on a loaded one: bound the whole module well above pytest's default
@@ -182,6 +183,7 @@ class Deployed:
     worker_home: Path
     server: Process
     worker: Process
+    slack: SlackStandIn
 
     def run(self, deployment: str) -> Any:
         """Trigger a deployment as the UI's "Quick run" does and wait for its final state."""
@@ -248,6 +250,7 @@ def deployed(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     client_env = _env(tmp / "client-home", api_url)
     started: list[Process] = []
     clock = time.monotonic()
+    slack = SlackStandIn()  # where the worker's runs post (notify-failure, started by the automations)
 
     def phase(name: str) -> None:  # where the time goes, for -s and for failures
         print(f"[deployed] {name}: {time.monotonic() - clock:.1f} s", flush=True)
@@ -274,7 +277,11 @@ def deployed(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # the worker's environment names neither the database nor the store; its
         # RUNBOOK_HOME is empty, so a sandbox started there would show
         worker_env = _env(
-            tmp / "worker-prefect-home", api_url, PREFECT_WORKER_QUERY_SECONDS="1", RUNBOOK_HOME=str(worker_home)
+            tmp / "worker-prefect-home", api_url, PREFECT_WORKER_QUERY_SECONDS="1", RUNBOOK_HOME=str(worker_home),
+            **slack.settings_env(),
+            # a chain Slack alone covers: the other channels have no stand-in here
+            RUNBOOK_ALERTS__ESCALATION__LEVELS=json.dumps([{"level": 1, "name": "automatic", "after_minutes": 0,
+                                                            "contacts": [{"channel": "slack"}]}]),
         )
         worker = _start(
             "worker",
@@ -287,10 +294,11 @@ def deployed(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         Cli("deploy", "--all", env={**client_env, "RUNBOOK_CHECKOUT": str(ROOT)}).done()
         phase("prefect deploy --all")
 
-        yield Deployed(api_url, dsn, pg_admin_dsn, database, store, worker_home, server, worker)
+        yield Deployed(api_url, dsn, pg_admin_dsn, database, store, worker_home, server, worker, slack)
     finally:
         for process in reversed(started):
             process.stop()
+        slack.stop()
         # a run that fell back to the sandbox (what the tests check against) would have
         # left its PostgreSQL running under the worker's home: stop it too
         from sandbox.platform import Sandbox
@@ -353,3 +361,30 @@ def test_a_missing_secret_block_fails_the_run_naming_it(deployed: Deployed) -> N
     # refused before anything was touched: no backup, no sandbox
     assert deployed.manifests() == before
     assert list(deployed.worker_home.iterdir()) == []
+
+
+def test_a_failed_run_reaches_slack_through_the_automation(deployed: Deployed) -> None:
+    """prefect deploy made the automations of prefect.yaml; a failed run (cert-check
+    with no host configured) makes the server start notify-failure on the worker,
+    which tells Slack, naming the run and why it failed."""
+    from prefect.client.orchestration import get_client
+
+    with on_server(deployed.api_url), get_client(sync_client=True) as client:
+        names = {a.name for a in client.read_automations()}
+    assert {"runbook flow run failed", "no completed backup for 75 minutes"} <= names, names
+
+    failed = deployed.run("cert-check/cert-check")
+    assert failed.state.is_failed(), failed.state
+    deadline = time.monotonic() + RUN_S
+    told: list[str] = []
+    while time.monotonic() < deadline and not told:
+        told = [t for t in (json.dumps(body) for body in deployed.slack.accepted) if failed.name in t]
+        time.sleep(0.5)
+    assert told, f"nothing reached Slack\n{deployed.worker.tail(80)}"
+    assert "flow-run-failed" in told[0] and "cert-check" in told[0] and "no host to check" in told[0]
+    with on_server(deployed.api_url), get_client(sync_client=True) as client:
+        notifier = client.read_deployment_by_name("notify-failure/notify-failure")
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[notifier.id])))
+    assert any(r.parameters["params"]["flow_run_id"] == f"prefect.flow-run.{failed.id}" for r in runs), [r.parameters for r in runs]
