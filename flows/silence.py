@@ -31,7 +31,7 @@ class SilenceParameters(BaseModel):
     rule: str | None = Field(None, description="add: the rule to silence, or a prefix ending in '*'.")
     resource: str | None = Field(None, description="add: the resource (api, the instance, a deployment), or a prefix with '*'.")
     severity: str | None = Field(None, description="add: only this severity (warning or critical).")
-    minutes: float | None = Field(None, gt=0, le=7 * 24 * 60, description="add: how long (at most 7 days).")
+    minutes: float | None = Field(None, gt=0, description="add: how long (at most 7 days).")
     author: str = Field("", description="add: who silences; expire: who ends it.")
     reason: str = Field("", description="add: why (kept with the silence and in the audit trail).")
     silence_id: int | None = Field(None, ge=1, description="expire: which silence.")

@@ -440,6 +440,10 @@ def _suppression(rule: Rule, resource: str, silences: list[Silence], firing_now:
     for other in rule.inhibited_by:
         if (other, resource) in firing_now:
             return f"inhibited by {other}"
+        if rule.inhibit_any_resource:
+            on = next((r for name, r in sorted(firing_now) if name == other), None)
+            if on is not None:
+                return f"inhibited by {other} on {on}"
     return None
 
 

@@ -52,6 +52,8 @@ class Rule(BaseModel):
     channels: tuple[str, ...] | None = Field(None, description="Where it notifies; unset: the §2.2 routing of its severity.")
     resource: str | None = Field(None, description="Only this resource (unset: every resource the metric reports).")
     inhibited_by: tuple[str, ...] = Field((), description="Rules that, firing on the same resource, keep this one quiet.")
+    inhibit_any_resource: bool = Field(
+        False, description="inhibited_by applies whatever resource the other rule fires on (the API's health under database-down).")
     summary: str = Field("", description="What it means and what to do, for the notification.")
 
     @field_validator("name")
@@ -99,7 +101,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     _rule("memory-critical", "memory_pct", ">=", 90, "critical", 5, summary="§7.1: memory 90 %. §7.2: scale up."),
     _rule("disk-warning", "disk_pct", ">=", 80, "warning", 3, inhibited_by=("disk-critical",), summary="§7.1: disk 80 %."),
     _rule("disk-critical", "disk_pct", ">=", 90, "critical", 3, summary="§7.1: disk 90 %."),
-    _rule("health-endpoint-down", "health_up", "<=", 0, "critical", 2, inhibited_by=("database-down",),
+    _rule("health-endpoint-down", "health_up", "<=", 0, "critical", 2, inhibited_by=("database-down",), inhibit_any_resource=True,
           summary="§1.4: GET /api/health does not answer 2xx."),
     _rule("health-latency", "health_latency_ms", ">=", 3000, "warning", 3, summary="§7.1: the health endpoint answers slowly."),
     _rule("database-connections", "database_connections_pct", ">=", 80, "warning", 3, inhibited_by=("database-down",),
@@ -109,7 +111,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
           summary="§6.3: no DONE backup for 75 minutes: the 1 h RPO is at risk. Look at the backup deployment's runs."),
     _rule("flow-run-failed", "deployment_failed", ">=", 1, "warning", 1,
           summary="The newest run of a runbook deployment failed or crashed: open it in the Prefect UI."),
-    _rule("signal-missing", "signal_up", "<=", 0, "warning", 3,
+    _rule("signal-missing", "signal_up", "<=", 0, "warning", 3, inhibited_by=("database-down",), inhibit_any_resource=True,
           summary="A monitoring source does not answer: the rules on its metrics keep their last state."),
 )
 
