@@ -395,6 +395,44 @@ def _show_maintenance(result: Result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- logs
+
+
+def _log_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hours", type=positive, default=24, help="the window: this many hours back (default 24)")
+    p.add_argument("--end", type=parse_time, help="end of the window (default: now; no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--top", type=positive, help="error groups shown (default RUNBOOK_LOGS__TOP, 10)")
+
+
+def _log_report_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.log_report import LogReportParameters
+
+    return {"params": LogReportParameters(hours=args.hours, end=team_time(args.end), top=args.top)}
+
+
+def _show_log_report(result: Result) -> str:
+    levels = ", ".join(f"{level} {rows}" for level, rows in result["levels"].items()) or "no rows"
+    lines = [
+        f"log report of {result['table']} from {result['start']} to {result['end']}: {result['outcome'].upper()}",
+        f"  {result['rows']} rows ({levels}); {result['errors']} errors ({result['error_pct']:.1f} %)",
+    ]
+    times = result["response_time"]
+    if times is None:
+        lines.append("  response time: not recorded (RUNBOOK_LOGS__RESPONSE_TIME=none)")
+    elif times["rows"]:
+        lines.append(
+            f"  {result['fields']['response_time']}: p50 {times['p50']:.0f}  p90 {times['p90']:.0f}  p95 {times['p95']:.0f}  "
+            f"p99 {times['p99']:.0f}  max {times['max']:.0f}  over {times['rows']} rows"
+            + (f" ({times['without'] + times['not_numbers']} without a number left out)" if times["without"] or times["not_numbers"] else "")
+        )
+    if result["error_groups"]:
+        lines.append(f"  errors by action and message (top {len(result['error_groups'])} of {result['group_count']}):")
+        for group in result["error_groups"]:
+            lines.append(f"    {group['rows']:>7}  {group['action']:<20} {group['message'][:100]}  (last {group['last_seen']})")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -423,5 +461,7 @@ PROCEDURES: dict[str, Procedure] = {
                   _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
         Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",
                   _maintenance_arguments, _maintenance_parameters, _show_maintenance),
+        Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
+                  _log_report_arguments, _log_report_parameters, _show_log_report),
     ]
 }
