@@ -653,12 +653,17 @@ def _field_env_name(loc: tuple[Any, ...]) -> str:
 
 def load_settings(**overrides: Any) -> RunbookSettings:
     """Build the settings, turning a validation error into one ConfigError that names
-    the setting and what would be valid (and never echoes a secret's value)."""
+    the setting and what would be valid (and never echoes a secret's value). The
+    process's log records mask the secrets they hold from then on (runbook.logconfig)."""
     try:
-        return RunbookSettings(**overrides)
+        settings = RunbookSettings(**overrides)
     except ValidationError as err:
         lines = []
         for problem in err.errors():
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{_field_env_name(problem['loc'])}: {message}")
         raise ConfigError("invalid setting: " + "; ".join(lines)) from None
+    from runbook.logconfig import apply
+
+    apply(settings)  # every run builds its settings first: from here its log records hide its secrets
+    return settings
