@@ -26,6 +26,7 @@ JSON as well (the filter is installed only from the settings on).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -33,7 +34,7 @@ import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from runbook.masking import mask_forms, secret_forms_sorted
+from runbook.masking import mask_forms, secret_forms
 
 if TYPE_CHECKING:
     from runbook.settings import RunbookSettings
@@ -45,22 +46,48 @@ SKIPPED_EXTRAS = frozenset({"send_to_api"})  # Prefect's switch for its API hand
 _MARK = "_runbook_masked"  # on a record: the generation of secrets it was masked with
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
-_forms: list[str] = []
+_from_settings: frozenset[str] = frozenset()  # the secrets of the settings built last
+_hidden: set[str] = set()  # secrets read since (kept for the life of the process)
+_forms: list[str] = []  # every form of all of them, longest first
 _generation = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _forms_of(secret: str) -> frozenset[str]:
+    return frozenset(secret_forms(secret))
+
+
+def _rebuild() -> None:
+    """The forms to mask, from both sets (the caller holds the lock)."""
+    global _forms, _generation
+    forms: set[str] = set()
+    for secret in _from_settings | _hidden:
+        forms |= _forms_of(secret)
+    _forms = sorted(forms, key=lambda form: (-len(form), form))
+    _generation += 1
+
+
+def know(secrets: list[str]) -> None:
+    """The secrets of the settings just built: they replace those of earlier settings
+    (a process holds one platform's settings; a test session many, one after another)."""
+    global _from_settings
+    fresh = frozenset(value for value in secrets if value)
+    if fresh == _from_settings:
+        return
+    with _lock:
+        _from_settings = fresh
+        _rebuild()
 
 
 def hide(*values: str | None) -> None:
     """Mask these values, in every form, in every record from now on (a secret read
     after the settings, e.g. from a Secret block). Empty values are ignored."""
-    global _forms, _generation
-    fresh = {value for value in values if value and value not in _secrets}
+    fresh = {value for value in values if value and value not in _hidden}
     if not fresh:
         return
     with _lock:
-        _secrets.update(fresh)
-        _forms = secret_forms_sorted(_secrets)
-        _generation += 1
+        _hidden.update(fresh)
+        _rebuild()
 
 
 def masked(text: str) -> str:
@@ -227,7 +254,7 @@ def apply(settings: "RunbookSettings") -> None:
     Prefect has configured logging in this process, configure Prefect's handlers."""
     from tasks.shell import known_secrets
 
-    hide(*known_secrets(settings))
+    know(known_secrets(settings))
     configuration = sys.modules.get("prefect.logging.configuration")
     if configuration is not None and configuration.PROCESS_LOGGING_CONFIG:
         install(settings.log_format == "json")

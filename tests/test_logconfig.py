@@ -26,15 +26,18 @@ from tests.conftest import ANCHOR, Platform
 
 PASSWORD = "S3cr#t p@ss'w%rd\"\u00e9\\x"  # quotes, a backslash, %, a space, non-ASCII: every escaping differs
 DSN = f"postgresql://ops:{quote(PASSWORD, safe='')}@db.internal:5432/platform"
+# known to the run from its settings only (the first is also given to hide())
+SETTINGS_PASSWORD = "Only-1n-the settings'\u00fc"
+SETTINGS_DSN = f"postgresql://ops:{quote(SETTINGS_PASSWORD, safe='')}@db.internal:5432/platform"
 
 
-def forms() -> set[str]:
+def forms(dsn: str = DSN) -> set[str]:
     """Every shape the secret can take in text (runbook.masking's own list)."""
-    return secret_forms(DSN) | secret_forms(PASSWORD)
+    return secret_forms(dsn) | secret_forms(str(parse_dsn(dsn)["password"]))
 
 
-def leaks(text: str) -> list[str]:
-    return sorted(form for form in forms() if form in text)
+def leaks(text: str, dsn: str = DSN) -> list[str]:
+    return sorted(form for form in forms(dsn) if form in text)
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -126,7 +129,7 @@ def json_console(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     console = logging.StreamHandler(stream)
     logging.getLogger().addHandler(console)
     monkeypatch.setenv("RUNBOOK_LOG_FORMAT", "json")
-    monkeypatch.setenv("RUNBOOK_DATABASE_URL", DSN)
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", SETTINGS_DSN)
     load_settings()
     yield stream
     monkeypatch.delenv("RUNBOOK_LOG_FORMAT")
@@ -137,11 +140,11 @@ def json_console(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
 def test_real_flow_and_task_runs_log_json_lines_with_their_run_names_and_no_secret(json_console: io.StringIO) -> None:
     import warnings
 
-    state = leaky_flow(DSN, return_state=True)
-    warnings.warn(f"a warning naming {DSN}", UserWarning, stacklevel=1)  # a library's warning is a JSON record too
+    state = leaky_flow(SETTINGS_DSN, return_state=True)
+    warnings.warn(f"a warning naming {SETTINGS_DSN}", UserWarning, stacklevel=1)  # a library's warning is a JSON record too
     assert state.is_failed()
     records = json_lines(json_console.getvalue())
-    assert leaks(json_console.getvalue()) == []
+    assert leaks(json_console.getvalue(), SETTINGS_DSN) == []
     flow_record = next(r for r in records if r["message"] == "flow sees ***")
     assert flow_record["flow_name"] == "leaky-flow" and flow_record["flow_run_name"] and flow_record["level"] == "WARNING"
     task_record = next(r for r in records if r["message"] == "task sees ***")
@@ -155,7 +158,7 @@ def test_real_flow_and_task_runs_log_json_lines_with_their_run_names_and_no_secr
     with get_client(sync_client=True) as client:
         run_logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert any("flow sees ***" in log.message for log in run_logs)
-    assert leaks("\n".join(log.message for log in run_logs)) == []
+    assert leaks("\n".join(log.message for log in run_logs), SETTINGS_DSN) == []
 
 
 def test_the_cli_writes_one_json_object_per_log_line_and_never_the_dsn(platform: Platform, prefect_harness: str) -> None:
