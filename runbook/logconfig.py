@@ -31,6 +31,7 @@ import json
 import logging
 import sys
 import threading
+import warnings
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -231,22 +232,35 @@ def _use_json(handler: logging.Handler, json_lines: bool) -> None:
         del handler._runbook_text  # type: ignore[attr-defined]
 
 
-_captured_warnings = False
+def _warning_record(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` in JSON mode: a warning is a record of ``py.warnings``."""
+    text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+    logging.getLogger("py.warnings").warning("%s", text)
+
+
+_showwarning_before: Any = None
+
+
+def _warnings_as_records(json_lines: bool) -> None:
+    # Not logging.captureWarnings: its "already captured" flag is process-wide (Great
+    # Expectations sets it at import) and outlives whoever restored showwarning since.
+    global _showwarning_before
+    if json_lines and warnings.showwarning is not _warning_record:
+        _showwarning_before, warnings.showwarning = warnings.showwarning, _warning_record
+    elif not json_lines and warnings.showwarning is _warning_record:
+        warnings.showwarning, _showwarning_before = _showwarning_before, None
 
 
 def install(json_lines: bool) -> None:
     """The filter on every handler there is; the JSON formatter on the console ones
     (or Prefect's text again). In JSON, Python's warnings become records too (logger
     ``py.warnings``), so that no line of the console is anything but JSON."""
-    global _captured_warnings
     for handler in _handlers():
         if _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
         if _is_console(handler):
             _use_json(handler, json_lines)
-    if json_lines != _captured_warnings:
-        logging.captureWarnings(json_lines)
-        _captured_warnings = json_lines
+    _warnings_as_records(json_lines)
 
 
 def apply(settings: "RunbookSettings") -> None:
