@@ -176,7 +176,11 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
     try:
         from runbook.settings import load_settings
 
-        load_settings()  # bad settings exit 2 before any flow run starts
+        settings = load_settings()  # bad settings exit 2 before any flow run starts
+        if args.procedure != "sandbox":
+            from runbook.logconfig import configure
+
+            configure(settings)  # every record of the runs to come: secrets masked, JSON if asked
         if args.procedure == "sandbox":
             payload = _sandbox(args)
             if not as_json:

@@ -85,16 +85,28 @@ def secret_forms(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_LENGTH}
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every form of every secret replaced by ``***``; percent-encoded
-    forms whatever the case of their hex digits."""
+def secret_forms_sorted(secrets: Iterable[str]) -> list[str]:
+    """Every form of every secret, longest first: the order masking needs (a whole URL
+    becomes ``***`` before its password alone would). Computed once for many texts."""
     forms: set[str] = set()
     for secret in secrets:
         if secret:
             forms |= secret_forms(secret)
-    for form in sorted(forms, key=len, reverse=True):
+    return sorted(forms, key=lambda form: (-len(form), form))
+
+
+def mask_forms(text: str, forms: list[str]) -> str:
+    """``text`` with each of ``forms`` (from :func:`secret_forms_sorted`) replaced by
+    ``***``; percent-encoded forms whatever the case of their hex digits."""
+    for form in forms:
         if "%" in form:
             text = re.sub(re.escape(form), MASK, text, flags=re.IGNORECASE)
         else:
             text = text.replace(form, MASK)
     return text
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of every secret replaced by ``***``; percent-encoded
+    forms whatever the case of their hex digits."""
+    return mask_forms(text, secret_forms_sorted(secrets))

@@ -514,6 +514,44 @@ def _show_notify_failure(result: Result) -> str:
     return result["message"]
 
 
+# --------------------------------------------------------------------------- logs
+
+
+def _log_report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hours", type=positive, default=24, help="the window: this many hours back (default 24)")
+    p.add_argument("--end", type=parse_time, help="end of the window (default: now; no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--top", type=positive, help="error groups shown (default RUNBOOK_LOGS__TOP, 10)")
+
+
+def _log_report_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.log_report import LogReportParameters
+
+    return {"params": LogReportParameters(hours=args.hours, end=team_time(args.end), top=args.top)}
+
+
+def _show_log_report(result: Result) -> str:
+    levels = ", ".join(f"{level} {rows}" for level, rows in result["levels"].items()) or "no rows"
+    lines = [
+        f"log report of {result['table']} from {result['start']} to {result['end']}: {result['outcome'].upper()}",
+        f"  {result['rows']} rows ({levels}); {result['errors']} errors ({result['error_pct']:.1f} %)",
+    ]
+    times = result["response_time"]
+    if times is None:
+        lines.append("  response time: not recorded (RUNBOOK_LOGS__RESPONSE_TIME=none)")
+    elif times["rows"]:
+        lines.append(
+            f"  {result['fields']['response_time']}: p50 {times['p50']:.0f}  p90 {times['p90']:.0f}  p95 {times['p95']:.0f}  "
+            f"p99 {times['p99']:.0f}  max {times['max']:.0f}  over {times['rows']} rows"
+            + (f" ({times['without'] + times['not_numbers']} without a number left out)" if times["without"] or times["not_numbers"] else "")
+        )
+    if result["error_groups"]:
+        lines.append(f"  errors by action and message (top {len(result['error_groups'])} of {result['group_count']}):")
+        for group in result["error_groups"]:
+            lines.append(f"    {group['rows']:>7}  {group['action']:<20} {group['message'][:100]}  (last {group['last_seen']})")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -552,5 +590,8 @@ PROCEDURES: dict[str, Procedure] = {
                   _silence_arguments, _silence_parameters, _show_silence),
         Procedure("notify-failure", "flows/notify_failure.py:notify_failure", "what the automations run when a flow run fails",
                   _notify_failure_arguments, _notify_failure_parameters, _show_notify_failure),
+
+        Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
+                  _log_report_arguments, _log_report_parameters, _show_log_report),
     ]
 }

@@ -449,6 +449,47 @@ class MonitorSettings(BaseModel):
         return {metric: field.strip() for metric, field in value.items()}
 
 
+class LogsSettings(BaseModel):
+    """The platform's logs (§2.4-§2.5, §8's daily error-log review): where each field of a
+    log row lives. §0 names only ``system_logs.created_at``; the defaults fit the sandbox
+    (``level`` and ``message`` columns, the rest in a ``context`` jsonb). A field is a
+    column name, or ``column.key[.key...]``: a path into a json or jsonb column."""
+
+    table: str = Field("public.system_logs", description="The log table (or view), schema.table, split on the first dot.")
+    time_column: str = Field("created_at", description="The row's time (§0: system_logs.created_at), a timestamp column.")
+    level: str = Field("level", description="The level: a column or a json path (e.g. context.level).")
+    message: str = Field("message", description="The message: a column or a json path.")
+    action: str = Field(
+        "context.action", description="The action (§2.4): a column, a json path, or none when the rows carry none."
+    )
+    response_time: str = Field(
+        "context.response_time",
+        description="The response time (§2.5), a number: a column, a json path, or none when the rows carry none.",
+    )
+    error_levels: list[str] = Field(
+        default_factory=lambda: ["ERROR"], min_length=1, description="Levels counted as errors (§2.5), compared case-insensitively."
+    )
+    error_pct_warning: float = Field(
+        1.0, gt=0, le=100, description="Warn when errors are at least this % of the window's rows (§7.1's error-rate warning)."
+    )
+    p95_warning_ms: float = Field(3000.0, gt=0, description="Warn when the p95 response time reaches this (§7.1's warning).")
+    top: int = Field(10, ge=1, le=1000, description="Error groups and top errors shown.")
+
+    @field_validator("table", "time_column", "level", "message", "action", "response_time")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: name a column or a json path (column.key)")
+        return value.strip()
+
+    @field_validator("error_levels")
+    @classmethod
+    def _levels(cls, value: list[str]) -> list[str]:
+        if any(not level.strip() for level in value):
+            raise ValueError("a level is empty")
+        return [level.strip().upper() for level in value]
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -505,6 +546,9 @@ class RunbookSettings(BaseSettings):
     timezone: str = Field("Asia/Tokyo", description="The operating team's timezone (schedules, reports).")
     connect_timeout: int = Field(10, ge=1, le=300, description="PostgreSQL connect timeout, seconds.")
     statement_timeout: int = Field(600, ge=1, description="PostgreSQL statement timeout for checks, seconds.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="runbook's own log records on the console: Prefect's text lines, or one JSON object per line."
+    )
     backup: BackupSettings = Field(default_factory=BackupSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
@@ -517,6 +561,7 @@ class RunbookSettings(BaseSettings):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -670,12 +715,17 @@ def _field_env_name(loc: tuple[Any, ...]) -> str:
 
 def load_settings(**overrides: Any) -> RunbookSettings:
     """Build the settings, turning a validation error into one ConfigError that names
-    the setting and what would be valid (and never echoes a secret's value)."""
+    the setting and what would be valid (and never echoes a secret's value). The
+    process's log records mask the secrets they hold from then on (runbook.logconfig)."""
     try:
-        return RunbookSettings(**overrides)
+        settings = RunbookSettings(**overrides)
     except ValidationError as err:
         lines = []
         for problem in err.errors():
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"{_field_env_name(problem['loc'])}: {message}")
         raise ConfigError("invalid setting: " + "; ".join(lines)) from None
+    from runbook.logconfig import apply
+
+    apply(settings)  # every run builds its settings first: from here its log records hide its secrets
+    return settings

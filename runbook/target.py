@@ -83,6 +83,9 @@ def database_dsn(settings: RunbookSettings) -> SecretStr:
         raise ConfigError(f"RUNBOOK_DATABASE_URL_SECRET_BLOCK: no Secret block named {block!r}") from None
     if value is None or not str(value).strip():
         raise ConfigError(f"RUNBOOK_DATABASE_URL_SECRET_BLOCK: the Secret block {block!r} is empty: save the DSN in it")
+    from runbook.logconfig import hide
+
+    hide(str(value))  # a secret the settings did not hold: log records mask it from now on
     try:
         check_dsn(str(value))
     except ValueError as err:

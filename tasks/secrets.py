@@ -9,6 +9,7 @@ import re
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from runbook.logconfig import hide
 from runbook.retry import RETRIES, backoff, retry_transient
 
 
@@ -50,9 +51,11 @@ def secret_value(name: str, source: str) -> str | None:
         except ValueError:
             value = None
         if value is not None and str(value).strip():
+            hide(str(value))
             return str(value)
     if source in ("environment", "both"):
         value = os.environ.get(name, "").strip()
         if value:
+            hide(value)
             return value
     return None
