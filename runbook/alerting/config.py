@@ -137,6 +137,9 @@ def _from_block(block: str | None, setting: str) -> SecretStr | None:
         raise ConfigError(f"{setting}: no Secret block named {block!r}") from None
     if value is None or not str(value).strip():
         raise ConfigError(f"{setting}: the Secret block {block!r} is empty")
+    from runbook.logconfig import hide
+
+    hide(str(value))  # a secret the settings did not hold: log records mask it from now on
     return SecretStr(str(value))
 
 
