@@ -8,6 +8,7 @@ backup store (a folder, or a fresh bucket), passed to runbook through the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import secrets
@@ -32,6 +33,20 @@ VARIANTS_TEMPLATE = "variants_template"
 ANCHOR = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
 
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """A lock shared by the test processes of this machine (pytest-xdist's workers)."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / f"runbook-tests-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness() -> Iterator[str]:
     """One Prefect server for the session; flows run as real flow runs against it."""
@@ -50,7 +65,8 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     home = tmp_path_factory.mktemp("pg")
     box = Sandbox(home)
-    server = box._server()
+    with _machine_lock("pgserver"):  # run as root, pgserver creates its OS user: one worker at a time
+        server = box._server()
     admin = server.get_uri()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
@@ -111,6 +127,18 @@ def _own_database(admin_dsn: str, prefix: str, template: str, tmp_path: Path, mo
 def platform(pg_admin_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
     """A fresh copy of the seeded platform database and an empty local store."""
     yield from _own_database(pg_admin_dsn, "t", TEMPLATE, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def empty_database(pg_admin_dsn: str) -> Iterator[str]:
+    """The name of an empty database of its own on the test server (e.g. for the alert
+    state, apart from the platform's), dropped afterwards."""
+    name = f"e_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")

@@ -28,12 +28,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from runbook.alerting.config import ChannelSettings, EmailSettings, SlackSettings, StatuspageSettings, TwilioSettings
+from runbook.alerting.model import Message, Severity
 from tests.servers import free_port
 
 Answer = tuple[int, dict[str, str], Any]  # status, headers, body (dict/list: JSON, str: text)
@@ -573,3 +575,26 @@ class StandIns:
     def stop(self) -> None:
         for standin in (self.slack, self.smtp, self.twilio, self.statuspage):
             standin.stop()
+
+
+LINK = "http://127.0.0.1:4200/runs/flow-run/0b5e"
+AT = datetime(2026, 12, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=9)))
+
+
+def alert_message(**changes: Any) -> Message:
+    """A critical high-error-rate firing, as the engine would word it; ``changes`` override fields."""
+    fields: dict[str, Any] = dict(
+        kind="firing",
+        title="CRITICAL high-error-rate firing: api error rate 7.2 % >= 5 %",
+        severity=Severity.critical,
+        rule="high-error-rate",
+        resource="api",
+        value=7.2,
+        threshold=5.0,
+        comparison=">=",
+        unit="%",
+        summary="Error rate above 5 % for 3 evaluations.",
+        link=LINK,
+        at=AT,
+    )
+    return Message(**(fields | changes))

@@ -13,28 +13,13 @@ from pydantic import ValidationError
 
 from runbook.alerting import render
 from runbook.alerting.model import Message, Severity
+from tests.standins import AT, LINK, alert_message
 
 JST = timezone(timedelta(hours=9))
-AT = datetime(2026, 12, 2, 3, 4, 5, tzinfo=JST)
-LINK = "http://127.0.0.1:4200/runs/flow-run/0b5e"
 
 
 def firing(**changes: Any) -> Message:
-    fields: dict[str, Any] = dict(
-        kind="firing",
-        title="CRITICAL high-error-rate firing: api error rate 7.2 % >= 5 %",
-        severity=Severity.critical,
-        rule="high-error-rate",
-        resource="api",
-        value=7.2,
-        threshold=5.0,
-        comparison=">=",
-        unit="%",
-        summary="Error rate above 5 % for 3 evaluations.",
-        link=LINK,
-        at=AT,
-    )
-    return Message(**(fields | changes))
+    return alert_message(**changes)
 
 
 def test_message_time_must_have_an_offset() -> None:

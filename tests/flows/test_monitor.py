@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tests.conftest import runbook_here
 from tests.servers import free_port
@@ -23,17 +21,11 @@ MIN = timedelta(minutes=1)
 
 
 @pytest.fixture
-def state_url(pg_admin_dsn: str) -> Iterator[str]:
-    """An empty database for the alert state, apart from the platform's (which the
-    tests take down)."""
+def state_url(pg_admin_dsn: str, empty_database: str) -> str:
+    """The alert state's own database, apart from the platform's (which the tests take down)."""
     from tests.conftest import _dsn_url
 
-    name = f"alerts_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _dsn_url(pg_admin_dsn, name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return _dsn_url(pg_admin_dsn, empty_database)
 
 
 @pytest.fixture
@@ -170,3 +162,11 @@ def test_an_unreachable_state_database_pages_directly_once(alerting_env: dict[st
     at(monkeypatch, T0 + 5 * MIN)
     completed, _ = run_monitor()
     assert not completed and len(standins.slack.accepted) == 1  # held until the repeat interval
+
+
+def test_bad_rules_exit_2_before_anything_runs(alerting_env: dict[str, str], standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_ALERTS__RULES", json.dumps([{"name": "x", "metric": "error_rate_pct", "comparison": ">=",
+                                                              "threshold": 1, "severity": "warning", "channels": ["pager"]}]))
+    result = runbook_here("monitor", env={}, monkeypatch=monkeypatch)
+    assert result.returncode == 2 and "RUNBOOK_ALERTS__RULES" in result.stderr and "unknown channel 'pager'" in result.stderr
+    assert standins.slack.accepted == []

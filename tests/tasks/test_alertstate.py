@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from runbook.alerting.engine import Policy
 from runbook.alerting.escalation import DEFAULT_CHAIN, Level
@@ -25,14 +23,9 @@ SCHEMA = "runbook_alerting"
 
 
 @pytest.fixture
-def state_dsn(pg_admin_dsn: str) -> Iterator[str]:
+def state_dsn(pg_admin_dsn: str, empty_database: str) -> str:
     """An empty database of its own for the alert state."""
-    name = f"alerts_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield with_database(pg_admin_dsn, name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    return with_database(pg_admin_dsn, empty_database)
 
 
 def recipients(channel: str, to: str | None) -> list[str | None]:
@@ -182,3 +175,11 @@ def test_deliveries_retry_fall_back_and_record_the_error(conn: psycopg.Connectio
                                                     ("sms", 1, "sms: connection refused")]
     assert alertstate.claim(conn, SCHEMA, T0 + MIN + timedelta(seconds=30), timedelta(minutes=5)) == []
     assert len(alertstate.claim(conn, SCHEMA, T0 + 2 * MIN, timedelta(minutes=5))) == 3
+
+
+def test_an_ack_updates_the_status_page_incident(conn: psycopg.Connection) -> None:
+    pages_by_minute(conn, config(), range(0, 1))
+    alertstate.acknowledge(conn, SCHEMA, 1, "aiko", "on it", T0 + 2 * MIN, timedelta(minutes=30), recipients)
+    assert [r[0] for r in ledger_rows(conn, "channel = 'statuspage'")] == ["incident-open", "incident-update"]
+    trail = alertstate.audit_trail(conn, SCHEMA)
+    assert (trail[0]["actor"], trail[0]["action"], trail[0]["object"]) == ("aiko", "incident.acknowledge", "incident #1")

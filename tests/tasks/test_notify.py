@@ -13,31 +13,16 @@ from typing import Any
 import pytest
 
 from runbook.alerting.config import ChannelSettings, Credentials, resolve_credentials
-from runbook.alerting.model import Delivery, Message, Severity
+from runbook.alerting.model import Delivery, Message
 from runbook.errors import ConfigError
 from tasks import notify
-from tests.standins import SlackStandIn, SmtpStandIn, StandIns, StatuspageStandIn, TwilioStandIn
+from tests.standins import LINK, SlackStandIn, SmtpStandIn, StandIns, StatuspageStandIn, TwilioStandIn, alert_message
 
 JST = timezone(timedelta(hours=9))
-LINK = "http://127.0.0.1:4200/runs/flow-run/0b5e"
 
 
 def alert(**changes: Any) -> Message:
-    fields: dict[str, Any] = dict(
-        kind="firing",
-        title="CRITICAL high-error-rate firing: api error rate 7.2 % >= 5 %",
-        severity=Severity.critical,
-        rule="high-error-rate",
-        resource="api",
-        value=7.2,
-        threshold=5.0,
-        comparison=">=",
-        unit="%",
-        summary="Error rate above 5 % for 3 evaluations.",
-        link=LINK,
-        at=datetime(2026, 12, 2, 3, 4, 5, tzinfo=JST),
-    )
-    return Message(**(fields | changes))
+    return alert_message(**changes)
 
 
 class Sleeps:
