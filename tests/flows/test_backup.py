@@ -140,7 +140,9 @@ def _pg_dump_children() -> list[psutil.Process]:
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            if proc.name() == "pg_dump" and "--version" not in proc.cmdline():
+            # a `pg_dump --version` that has exited but is not reaped yet shows no cmdline
+            command = proc.cmdline()
+            if proc.name() == "pg_dump" and command and "--version" not in command and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:  # it ended while we looked
             continue
@@ -159,9 +161,10 @@ def test_a_dump_killed_midway_leaves_a_failed_manifest_and_no_upload(s3_platform
         )
         thread.start()
         deadline = time.monotonic() + 60
-        while not _pg_dump_children() and time.monotonic() < deadline:
-            time.sleep(0.05)
         victims = _pg_dump_children()
+        while not victims and time.monotonic() < deadline:
+            time.sleep(0.05)
+            victims = _pg_dump_children()
         assert victims, "pg_dump never started"
         time.sleep(0.5)
         assert s3_server.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
