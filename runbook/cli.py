@@ -128,8 +128,14 @@ def _fail_message(result: Any) -> str:
     return "the procedure failed"
 
 
+_STOPPED: list[str] = []  # the signal that stopped this run, once one did
+
+
 def _install_signal_handlers() -> None:
+    _STOPPED.clear()
+
     def stop(signum: int, _frame: Any) -> None:
+        _STOPPED.append(signal.Signals(signum).name)
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, stop)
@@ -196,6 +202,11 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
     except KeyboardInterrupt as err:
         print(f"runbook: interrupted ({err})", file=sys.stderr)
         return 130
+    if _STOPPED:
+        # the interrupt may surface inside Prefect's engine as another error, which the
+        # flow then reports as a failed step: the run was stopped, and says so
+        print(f"runbook: interrupted (stopped by {_STOPPED[0]}): {_fail_message(result)}", file=sys.stderr)
+        return emit({"error": f"stopped by {_STOPPED[0]}", "exit_code": 130}, 130)
 
     if completed:
         if not as_json:

@@ -44,6 +44,7 @@ class Alerting:
     credentials: Credentials
     usable: dict[str, str]  # channel -> its default recipients, for the channels that can send
     warnings: list[str]
+    schema_ready: bool = False  # ensure_schema ran once in this run
 
     @property
     def alerts(self) -> Any:
@@ -78,7 +79,9 @@ class Alerting:
     def connect(self) -> psycopg.Connection[Any]:
         conn = connect(self.state_dsn, application="runbook-alerting", connect_timeout=self.settings.connect_timeout,
                        statement_timeout_s=60, autocommit=True)
-        alertstate.ensure_schema(conn, self.schema)
+        if not self.schema_ready:
+            alertstate.ensure_schema(conn, self.schema)
+            self.schema_ready = True
         return conn
 
     def cycle_config(self, link: str | None) -> alertstate.CycleConfig:

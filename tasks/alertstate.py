@@ -407,6 +407,8 @@ def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sam
                     _notify(conn, cfg, now, rule, after, notice, report)
                 if rule.severity is Severity.critical:
                     _incident_step(conn, cfg, now, rule, after, incidents, report)
+        if scheduled:
+            _resolve_orphans(conn, cfg, now, incidents, rules, report)
         _escalate(conn, cfg, now, incidents, states, rules, report)
         _save_states(conn, schema, changed, now)
         if scheduled:
@@ -481,6 +483,25 @@ def _incident_step(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetim
         _statuspage(conn, cfg, now, open_row, "incident-resolved", "Resolved.", report, "resolved")
         report.resolved.append(open_row["id"])
         del incidents[state.fingerprint]
+
+
+def _resolve_orphans(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, incidents: dict[str, dict[str, Any]],
+                     rules: dict[str, Rule], report: CycleReport) -> None:
+    """An incident whose rule left the configuration can never resolve by itself, and
+    would page forever: resolve it, saying why (only the monitor's full evaluation
+    knows every rule)."""
+    for fp, row in list(incidents.items()):
+        if row["rule"] in rules:
+            continue
+        conn.execute(sql.SQL("UPDATE {} SET status = 'resolved', resolved_at = %s WHERE id = %s").format(q(cfg.schema, "incident")),
+                     (now, row["id"]))
+        cancelled = _cancel_escalations(conn, cfg.schema, row["id"], "rule removed")
+        timeline_add(conn, cfg.schema, row["id"], now, "resolved", "monitor",
+                     f"rule {row['rule']} is no longer configured (RUNBOOK_ALERTS__RULES)"
+                     + (f"; {cancelled} pending page(s) cancelled" if cancelled else ""))
+        _statuspage(conn, cfg, now, row, "incident-resolved", "Resolved.", report, "resolved")
+        report.resolved.append(row["id"])
+        del incidents[fp]
 
 
 def _escalate(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, incidents: dict[str, dict[str, Any]],

@@ -183,3 +183,11 @@ def test_an_ack_updates_the_status_page_incident(conn: psycopg.Connection) -> No
     assert [r[0] for r in ledger_rows(conn, "channel = 'statuspage'")] == ["incident-open", "incident-update"]
     trail = alertstate.audit_trail(conn, SCHEMA)
     assert (trail[0]["actor"], trail[0]["action"], trail[0]["object"]) == ("aiko", "incident.acknowledge", "incident #1")
+
+
+def test_an_incident_whose_rule_was_removed_is_resolved_not_paged_forever(conn: psycopg.Connection) -> None:
+    pages_by_minute(conn, config(), range(0, 1))
+    without = config(rules=[r for r in DEFAULT_RULES if r.name != "database-down"])
+    report = alertstate.run_cycle(conn, without, db_down(), T0 + 15 * MIN)
+    assert report.resolved == [1] and report.pages == []
+    assert "no longer configured" in alertstate.timeline(conn, SCHEMA, 1)[-1]["detail"]
