@@ -327,29 +327,29 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _twilio_each(settings: TwilioSettings, credentials: Credentials, numbers: list[str], resource: str, field: str, body: str,
+                 what: str) -> Delivery:
+    """One Twilio request per number; delivered when every one took it."""
+    deliveries = [
+        _twilio_post(settings, credentials, resource, {"To": n, "From": settings.from_number or "", field: body}, f"{what} {n}")
+        for n in numbers
+    ]
+    return _masked(combine(deliveries), credentials)
+
+
 def send_sms(settings: TwilioSettings, credentials: Credentials, recipient: str | None, message: Message) -> Delivery:
     """Text ``message`` (at most 320 characters) to ``recipient`` (default: every SMS
     number, one request each; delivered when every one took it)."""
     _require("sms", ChannelSettings(twilio=settings), credentials, recipient)
-    text = sms_text(message)
     numbers = [recipient] if recipient else list(settings.sms_to)
-    deliveries = [
-        _twilio_post(settings, credentials, "Messages.json", {"To": n, "From": settings.from_number or "", "Body": text}, f"SMS to {n}")
-        for n in numbers
-    ]
-    return _masked(combine(deliveries), credentials)
+    return _twilio_each(settings, credentials, numbers, "Messages.json", "Body", sms_text(message), "SMS to")
 
 
 def call_phone(settings: TwilioSettings, credentials: Credentials, recipient: str | None, message: Message) -> Delivery:
     """Call ``recipient`` (default: every phone number) and speak ``message`` (TwiML)."""
     _require("phone", ChannelSettings(twilio=settings), credentials, recipient)
-    twiml = phone_twiml(message)
     numbers = [recipient] if recipient else list(settings.phone_to)
-    deliveries = [
-        _twilio_post(settings, credentials, "Calls.json", {"To": n, "From": settings.from_number or "", "Twiml": twiml}, f"call to {n}")
-        for n in numbers
-    ]
-    return _masked(combine(deliveries), credentials)
+    return _twilio_each(settings, credentials, numbers, "Calls.json", "Twiml", phone_twiml(message), "call to")
 
 
 # --- status page ------------------------------------------------------------------------
