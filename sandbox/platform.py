@@ -21,7 +21,7 @@ from runbook.errors import ConfigError
 
 DATABASE = "platform"
 _HERE = Path(__file__).parent
-TABLES = ("users", "user_alerts", "market_data", "system_logs", "user_sessions")
+TABLES = ("users", "user_alerts", "market_data", "system_logs", "user_sessions", "auth_events", "api_requests", "security_events")
 
 
 def load_schema(dsn: str) -> None:

@@ -1,7 +1,7 @@
 -- Deterministic synthetic data: every value is arithmetic on the row number and
 -- the anchor time, so the same scale and anchor always give the same rows.
 -- Parameters: :scale (rows multiplier) and :anchor (the "now" of the data), substituted by sandbox.platform.
-TRUNCATE user_sessions, user_alerts, market_data, system_logs, users RESTART IDENTITY;
+TRUNCATE auth_events, api_requests, security_events, user_sessions, user_alerts, market_data, system_logs, users RESTART IDENTITY;
 
 INSERT INTO users (id, email, name, plan, created_at, updated_at)
 SELECT i,
@@ -64,8 +64,41 @@ SELECT i,
        :anchor::timestamptz - make_interval(mins => (30 * 1440)::int) + make_interval(mins => ((i::bigint * 89) % (60 * 1440))::int)
 FROM generate_series(1, 5000 * :scale) AS i;
 
+-- Normal traffic for security operations (§5): logins over the last 7 days, one in ten
+-- failing, from many addresses (documentation and benchmark ranges); a day of API
+-- requests over 300 keys; a few security events, none CRITICAL. No attack: tests add theirs.
+INSERT INTO auth_events (id, user_id, email, ip, success, user_agent, created_at)
+SELECT i,
+       1 + (i::bigint * 37) % (2000 * :scale),
+       'user' || (1 + (i::bigint * 37) % (2000 * :scale)) || '@example.test',
+       ('198.18.' || (i % 7) || '.' || ((i::bigint * 13) % 250 + 1))::inet,
+       i % 10 <> 0,
+       'Mozilla/5.0 (runbook sandbox ' || (i % 13) || ')',
+       :anchor::timestamptz - make_interval(secs => ((i::bigint * 7919) % (7 * 86400))::int)
+FROM generate_series(1, 20000 * :scale) AS i;
+
+INSERT INTO api_requests (id, api_key, ip, path, status, created_at)
+SELECT i,
+       'key-' || ((i::bigint * 17) % 300),
+       ('198.19.' || (i % 5) || '.' || ((i::bigint * 11) % 250 + 1))::inet,
+       (ARRAY['/api/market/prices', '/api/dashboard', '/api/learning/lessons', '/api/health'])[1 + i % 4],
+       (ARRAY[200, 200, 200, 200, 200, 200, 200, 304, 401, 429])[1 + (i::bigint * 7) % 10],
+       :anchor::timestamptz - make_interval(secs => ((i::bigint * 4817) % 86400)::int)
+FROM generate_series(1, 30000 * :scale) AS i;
+
+INSERT INTO security_events (id, severity, type, details, created_at)
+SELECT i,
+       (ARRAY['LOW', 'LOW', 'MEDIUM', 'HIGH'])[1 + i % 4],
+       (ARRAY['rate_limited', 'csrf_rejected', 'webhook_signature_invalid', 'admin_login'])[1 + (i / 4) % 4],
+       jsonb_build_object('ip', '198.18.0.' || (i % 250 + 1), 'path', '/api/dashboard'),
+       :anchor::timestamptz - make_interval(secs => ((i::bigint * 6007) % (7 * 86400))::int)
+FROM generate_series(1, 200 * :scale) AS i;
+
 SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users));
 SELECT setval(pg_get_serial_sequence('user_alerts', 'id'), (SELECT max(id) FROM user_alerts));
 SELECT setval(pg_get_serial_sequence('market_data', 'id'), (SELECT max(id) FROM market_data));
 SELECT setval(pg_get_serial_sequence('system_logs', 'id'), (SELECT max(id) FROM system_logs));
 SELECT setval(pg_get_serial_sequence('user_sessions', 'id'), (SELECT max(id) FROM user_sessions));
+SELECT setval(pg_get_serial_sequence('auth_events', 'id'), (SELECT max(id) FROM auth_events));
+SELECT setval(pg_get_serial_sequence('api_requests', 'id'), (SELECT max(id) FROM api_requests));
+SELECT setval(pg_get_serial_sequence('security_events', 'id'), (SELECT max(id) FROM security_events));
