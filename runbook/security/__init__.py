@@ -1,0 +1,1 @@
+"""Security operations (runbook §5): pure decisions, tested without I/O."""
