@@ -323,6 +323,17 @@ class SecurityIgnore(BaseModel):
     reason: str = Field(description="Why it is accepted (required).")
     expires: date = Field(description="YYYY-MM-DD, the last day it is ignored; from the next day it counts again (required).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _complete(cls, value: Any) -> Any:
+        # named here, so the error names RUNBOOK_SECURITY__IGNORES and the advisory, not a nested field
+        if isinstance(value, dict):
+            absent = [key for key in ("id", "reason", "expires") if not str(value.get(key) or "").strip()]
+            if absent:
+                raise ValueError(f"the ignore of {value.get('id') or '?'!r} has no {' and no '.join(absent)}: "
+                                 "each ignore needs an id, a reason and an expiry (YYYY-MM-DD)")
+        return value
+
     @field_validator("reason")
     @classmethod
     def _reason(cls, value: str) -> str:
