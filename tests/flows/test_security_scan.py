@@ -55,6 +55,8 @@ def test_a_high_finding_fails_the_run_although_the_scanner_exits_0(monkeypatch: 
     assert state.is_failed() and "scan:npm" in state.message and "1 high, 1 low" in state.message
     failing = [(r["package"], r["severity"]) for r in report["findings"] if r["fails"]]
     assert failing == [("lodash", "high")] and len(report["findings"]) == 2
+    result = runbook_here("security-scan", env={}, monkeypatch=monkeypatch)  # the CLI: exit 1, the findings listed
+    assert result.returncode == 1 and "FAIL high      lodash <4.17.19  GHSA-p6mc-m468-83gw  fix: lodash@4.17.21" in result.stdout
 
 
 def test_low_findings_only_are_a_warning_and_the_threshold_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
