@@ -328,6 +328,27 @@ def _show_cert(result: Result) -> str:
     return "\n".join(lines + failure_lines(result["checks"]))
 
 
+def _scan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scanner", dest="scanners", action="append", default=[],
+                   help="run only this scanner (repeatable; default all of RUNBOOK_SECURITY__SCANNERS)")
+
+
+def _scan_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.security_scan import SecurityScanParameters
+
+    return {"params": SecurityScanParameters(scanners=args.scanners)}
+
+
+def _show_scan(result: Result) -> str:
+    lines = [f"security scan: {result['outcome'].upper()} (fails at {result['fail_at']})"]
+    for scanner in result["scanners"]:
+        lines.append(f"  {scanner['name']:<16} {scanner['status']:<9} {scanner['findings']} finding(s), {scanner['failing']} failing")
+    for row in result["findings"]:
+        lines.append(f"  {'FAIL' if row['fails'] else '    '} {row['severity']:<9} {row['package']} {row['version']}  "
+                     f"{row['advisory']}  fix: {row['fix_versions']}  [{row['state']}]")
+    return "\n".join(lines + failure_lines(result["checks"]))
+
+
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="only plan and report (the default)")
@@ -576,6 +597,8 @@ PROCEDURES: dict[str, Procedure] = {
                   _diagnose_arguments, _diagnose_parameters, _show_diagnose),
         Procedure("cert-check", "flows/cert_check.py:cert_check", "TLS certificates: expiry, chain, hostname (§4.3)",
                   _cert_arguments, _cert_parameters, _show_cert),
+        Procedure("security-scan", "flows/security_scan.py:security_scan", "dependency vulnerability scan: pip-audit, npm audit (§5.2, §3.5)",
+                  _scan_arguments, _scan_parameters, _show_scan),
         Procedure("data-cleanup", "flows/data_cleanup.py:data_cleanup", "the retention rules of §4.5 (dry run unless --apply)",
                   _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
         Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",

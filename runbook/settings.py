@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -291,6 +292,70 @@ class PredeploySettings(BaseModel):
     _env = field_validator("deploy_env")(check_env_names)
 
 
+Severity = Literal["info", "low", "moderate", "high", "critical"]
+
+
+class ScannerCommand(BaseModel):
+    """One vulnerability scanner of §5.2 / §3.5: a command whose JSON output is parsed."""
+
+    name: str = Field(min_length=1, description="e.g. pip-audit")
+    kind: Literal["pip-audit", "npm-audit"] = Field(description="How its JSON output is read.")
+    command: list[str] = Field(min_length=1, description='argv, e.g. ["npm", "audit", "--json"]')
+    cwd: Path | None = Field(None, description="Where it runs (the checkout it audits); unset: the worker's folder.")
+    timeout_seconds: int = Field(600, ge=1, le=6 * 3600, description="Stopped after this, and the scan is an error.")
+    env: list[str] = env_names_field("the scanner")
+    severity: Severity = Field(
+        "high", description="Severity of a finding whose output names none (pip-audit reports none)."
+    )
+    exit_codes: list[int] = Field(
+        default_factory=lambda: [0, 1],
+        description="Exit codes of a completed scan (both scanners exit 1 when they find something); any other is an error. "
+        "The outcome is always read from the output, never from the exit code alone.",
+    )
+
+    _env = field_validator("env")(check_env_names)
+
+
+class SecurityIgnore(BaseModel):
+    """An accepted advisory: never without a reason and an end."""
+
+    id: str = Field(min_length=1, description="Advisory id or alias (GHSA-..., PYSEC-..., CVE-..., an npm advisory number).")
+    reason: str = Field(description="Why it is accepted (required).")
+    expires: date = Field(description="YYYY-MM-DD, the last day it is ignored; from the next day it counts again (required).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete(cls, value: Any) -> Any:
+        # named here, so the error names RUNBOOK_SECURITY__IGNORES and the advisory, not a nested field
+        if isinstance(value, dict):
+            absent = [key for key in ("id", "reason", "expires") if not str(value.get(key) or "").strip()]
+            if absent:
+                raise ValueError(f"the ignore of {value.get('id') or '?'!r} has no {' and no '.join(absent)}: "
+                                 "each ignore needs an id, a reason and an expiry (YYYY-MM-DD)")
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an ignore needs a reason")
+        return value.strip()
+
+
+class SecuritySettings(BaseModel):
+    """The vulnerability scan (§5.2, §3.5)."""
+
+    scanners: list[ScannerCommand] | None = Field(
+        None,
+        description="The scanners to run. Unset: pip-audit (JSON) and, when RUNBOOK_PREDEPLOY__PROJECT_DIR is set, "
+        "npm audit --json there. An empty list is refused.",
+    )
+    ignores: list[SecurityIgnore] = Field(
+        default_factory=list, description='Accepted advisories: [{"id", "reason", "expires": "YYYY-MM-DD"}].'
+    )
+    fail_at: Severity = Field("high", description="A finding not ignored at this severity or above fails the run (§3.5: high).")
+
+
 class DeploySettings(BaseModel):
     """Deploy verification (§1.4–1.5): what to check, how hard, and how to roll back."""
 
@@ -562,6 +627,7 @@ class RunbookSettings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @classmethod
     def settings_customise_sources(

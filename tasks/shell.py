@@ -31,6 +31,7 @@ class CommandResult:
     seconds: float
     output: str  # stdout and stderr, the last OUTPUT_LIMIT characters, secrets masked
     problem: str | None = None  # "not found", "stopped after N s"
+    stdout: str | None = None  # with keep_stdout: all of stdout alone (masked), for output that is data (JSON)
 
     @property
     def ok(self) -> bool:
@@ -71,10 +72,14 @@ def run_command(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     secrets: Iterable[str] = (),
+    keep_stdout: bool = False,
 ) -> CommandResult:
     """Run ``argv`` in the environment of :func:`child_env`, never raising for its
     failure. Its output is masked of ``secrets`` and of the values passed to it by name
-    (the operator lists there what the command needs: tokens, mostly)."""
+    (the operator lists there what the command needs: tokens, mostly). ``keep_stdout``:
+    the result also holds all of stdout apart from stderr, for a command whose output
+    is data (a scanner's JSON report), which a warning on stderr or the cut of
+    ``output`` would corrupt."""
     started = time.perf_counter()
     name = Path(argv[0]).name
     names = list(env_names)
@@ -90,4 +95,5 @@ def run_command(
             name, None, time.perf_counter() - started, mask(output, hidden)[-OUTPUT_LIMIT:], f"still running after {timeout_s:g} s, stopped"
         )
     output = (done.stdout + done.stderr).decode(errors="replace")
-    return CommandResult(name, done.returncode, time.perf_counter() - started, mask(output, hidden)[-OUTPUT_LIMIT:])
+    stdout = mask(done.stdout.decode(errors="replace"), hidden) if keep_stdout else None
+    return CommandResult(name, done.returncode, time.perf_counter() - started, mask(output, hidden)[-OUTPUT_LIMIT:], stdout=stdout)
