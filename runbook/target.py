@@ -75,17 +75,9 @@ def database_dsn(settings: RunbookSettings) -> SecretStr:
             "RUNBOOK_DATABASE_URL: not set: set it to the platform's postgresql://user:password@host:port/database DSN, "
             f"or RUNBOOK_DATABASE_URL_SECRET_BLOCK to the Prefect Secret block holding it {_SANDBOX_HINT}"
         )
-    from prefect.blocks.system import Secret
+    from tasks.secrets import secret_block_value
 
-    try:
-        value = Secret.load(block).get()
-    except ValueError:
-        raise ConfigError(f"RUNBOOK_DATABASE_URL_SECRET_BLOCK: no Secret block named {block!r}") from None
-    if value is None or not str(value).strip():
-        raise ConfigError(f"RUNBOOK_DATABASE_URL_SECRET_BLOCK: the Secret block {block!r} is empty: save the DSN in it")
-    from runbook.logconfig import hide
-
-    hide(str(value))  # a secret the settings did not hold: log records mask it from now on
+    value = secret_block_value(block, "RUNBOOK_DATABASE_URL_SECRET_BLOCK", empty_hint=": save the DSN in it")
     try:
         check_dsn(str(value))
     except ValueError as err:

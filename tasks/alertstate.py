@@ -230,12 +230,12 @@ class CycleConfig:
     """What one evaluation needs besides the samples."""
 
     schema: str
-    rules: list[Rule]
-    policy: Policy
-    chain: list[Level]
-    ack_ttl: timedelta
-    min_interval: timedelta
     recipients: Callable[[str, str | None], list[str | None]]  # channel, contact's to -> rows to write ([] unconfigured)
+    rules: list[Rule] = field(default_factory=list)
+    policy: Policy = field(default_factory=Policy)
+    chain: list[Level] = field(default_factory=list)
+    ack_ttl: timedelta = timedelta(minutes=30)
+    min_interval: timedelta = timedelta(0)
     link: str | None = None
 
 
@@ -409,7 +409,7 @@ def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sam
                     _incident_step(conn, cfg, now, rule, after, incidents, report)
         if scheduled:
             _resolve_orphans(conn, cfg, now, incidents, rules, report)
-        _escalate(conn, cfg, now, incidents, states, rules, report)
+        _escalate(conn, cfg, now, incidents, states, report)
         _save_states(conn, schema, changed, now)
         if scheduled:
             conn.execute(sql.SQL("UPDATE {} SET last_at = %s WHERE id = 1").format(q(schema, "cycle")), (now,))
@@ -505,7 +505,7 @@ def _resolve_orphans(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datet
 
 
 def _escalate(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, incidents: dict[str, dict[str, Any]],
-              states: dict[str, AlertState], rules: dict[str, Rule], report: CycleReport) -> None:
+              states: dict[str, AlertState], report: CycleReport) -> None:
     for fp, row in incidents.items():
         state = states.get(fp)
         if state is not None and state.suppressed and state.suppressed.startswith("silenced"):
@@ -584,9 +584,7 @@ def acknowledge(conn: psycopg.Connection[Any], schema: str, incident_id: int, by
                      level=row["reached_level"] or None)
         audit(conn, schema, now, by, "incident.acknowledge", f"incident #{incident_id}", {"note": note, "expires": expires.isoformat()})
         if recipients is not None:
-            cfg = CycleConfig(schema=schema, rules=[], policy=Policy(), chain=[], ack_ttl=ttl, min_interval=timedelta(0),
-                              recipients=recipients)
-            _statuspage(conn, cfg, now, row, "incident-update", f"Identified: {by} is on it.", CycleReport(), f"ack:{now.isoformat()}")
+            _statuspage(conn, CycleConfig(schema=schema, recipients=recipients), now, row, "incident-update", f"Identified: {by} is on it.", CycleReport(), f"ack:{now.isoformat()}")
     return {"incident": incident_id, "acknowledged": True, "by": by, "expires_at": expires, "cancelled_pages": cancelled,
             "detail": f"incident #{incident_id} acknowledged by {by} until {expires.isoformat(timespec='minutes')}"}
 

@@ -59,3 +59,21 @@ def secret_value(name: str, source: str) -> str | None:
             hide(value)
             return value
     return None
+
+
+def secret_block_value(block: str, setting: str, *, empty_hint: str = "") -> str:
+    """The value of the Prefect Secret block ``block`` named by ``setting``; a missing or
+    empty block is a ConfigError naming the setting. The value is masked in every log
+    record from then on (the settings did not hold it)."""
+    from prefect.blocks.system import Secret
+
+    from runbook.errors import ConfigError
+
+    try:
+        value = Secret.load(block).get()
+    except ValueError:
+        raise ConfigError(f"{setting}: no Secret block named {block!r}") from None
+    if value is None or not str(value).strip():
+        raise ConfigError(f"{setting}: the Secret block {block!r} is empty{empty_hint}")
+    hide(str(value))
+    return str(value)

@@ -129,18 +129,9 @@ class Credentials(BaseModel):
 def _from_block(block: str | None, setting: str) -> SecretStr | None:
     if not block:
         return None
-    from prefect.blocks.system import Secret
+    from tasks.secrets import secret_block_value
 
-    try:
-        value = Secret.load(block).get()
-    except ValueError:
-        raise ConfigError(f"{setting}: no Secret block named {block!r}") from None
-    if value is None or not str(value).strip():
-        raise ConfigError(f"{setting}: the Secret block {block!r} is empty")
-    from runbook.logconfig import hide
-
-    hide(str(value))  # a secret the settings did not hold: log records mask it from now on
-    return SecretStr(str(value))
+    return SecretStr(secret_block_value(block, setting))
 
 
 def resolve_credentials(channels: ChannelSettings) -> Credentials:
