@@ -11,11 +11,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
-from tasks.signals import backup_age_task
 
-from runbook.alerting.model import Message, Sample, Severity
+from runbook.alerting.messages import backup_unknown_message, run_failed_message
+from runbook.alerting.model import Sample, Severity
 from runbook.alerting.report import monitor_checks
+from runbook.alerting.rules import ROUTING
 from runbook.checks import CheckResult
+from runbook.errors import ConfigError
 from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.target import prepare
 from tasks.alerting import (
@@ -28,6 +30,7 @@ from tasks.alerting import (
 )
 from tasks.alertstate import CycleReport
 from tasks.runs import read_flow_run_summary
+from tasks.signals import backup_age_task
 
 
 class FailureSignal(str, Enum):
@@ -60,8 +63,6 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
     now = utcnow()
     if params.signal is FailureSignal.flow_run:
         if not params.flow_run_id:
-            from runbook.errors import ConfigError
-
             raise ConfigError("flow_run_id: the failed run is needed (the automation passes {{ event.resource.id }})")
         run = read_flow_run_summary(params.flow_run_id)
         resource = run["deployment"] or run["flow"] or "?"
@@ -74,8 +75,7 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
         else:
             # a run started by hand (or by a pipeline): told once, no alert left firing
             rule = next(r for r in alerting.rules if r.name == "flow-run-failed")
-            message = Message(kind="run-failed", severity=rule.severity, rule=rule.name, resource=resource,
-                              title=f"{rule.severity.value.upper()} {detail}", summary=rule.summary, link=run["url"], at=now)
+            message = run_failed_message(rule, detail, resource, run["url"], now)
             queue_notification(alerting, f"run-failed:{run['id']}", [(c, None) for c in rule.routes()], message, now)
             cycle = None
     else:
@@ -83,11 +83,9 @@ def notify_failure(params: FailureParameters = FailureParameters()) -> Any:
         age = next((s for s in samples if s.metric == "backup_age_minutes"), None)
         if age is None or age.value is None:
             # the store cannot say: page anyway, once an hour, rather than stay quiet
-            message = Message(kind="firing", severity=Severity.critical, rule="backup-stale", resource=target.instance,
-                              title=f"CRITICAL backup-stale on {target.instance}: no Completed backup run for 75 minutes, "
-                              "and the store cannot be read", summary=age.detail if age else "", link=run_link(), at=now)
+            message = backup_unknown_message(target.instance, age.detail if age else "", run_link(), now)
             queue_notification(alerting, f"backup-missing:{target.instance}:{now:%Y%m%d%H}",
-                               [(c, None) for c in ("slack", "email", "sms")], message, now)
+                               [(c, None) for c in ROUTING[Severity.critical]], message, now)
             cycle = None
         else:
             cycle = evaluate_event(alerting, ["backup-stale"], [age], now, run_link())

@@ -61,3 +61,16 @@ def statuspage_message(kind: str, incident_id: int, rule: str, resource: str, se
         title=f"{rule} on {resource}", severity=severity, rule=rule, resource=resource, summary=note,
         incident_id=incident_id, at=now,
     )
+
+
+def run_failed_message(rule: Rule, detail: str, resource: str, link: str | None, now: datetime) -> Message:
+    """A run started by hand failed: told once, no alert left firing."""
+    return Message(kind="run-failed", severity=rule.severity, rule=rule.name, resource=resource,
+                   title=f"{rule.severity.value.upper()} {detail}", summary=rule.summary, link=link, at=now)
+
+
+def backup_unknown_message(instance: str, detail: str, link: str | None, now: datetime) -> Message:
+    """No Completed backup run for 75 minutes, and the store cannot say how old the newest backup is."""
+    return Message(kind="firing", severity=Severity.critical, rule="backup-stale", resource=instance,
+                   title=f"CRITICAL backup-stale on {instance}: no Completed backup run for 75 minutes, and the store cannot be read",
+                   summary=detail, link=link, at=now)

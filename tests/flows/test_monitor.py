@@ -170,3 +170,17 @@ def test_bad_rules_exit_2_before_anything_runs(alerting_env: dict[str, str], sta
     result = runbook_here("monitor", env={}, monkeypatch=monkeypatch)
     assert result.returncode == 2 and "RUNBOOK_ALERTS__RULES" in result.stderr and "unknown channel 'pager'" in result.stderr
     assert standins.slack.accepted == []
+
+
+def test_no_backup_for_75_minutes_pages_backup_stale(alerting_env: dict[str, str], standins: StandIns, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the proactive automation starts: the store holds no DONE backup, so
+    backup-stale (critical) fires at once and notifies."""
+    from flows.notify_failure import FailureParameters, notify_failure
+
+    monkeypatch.setenv("RUNBOOK_BACKUP_STORE", str(tmp_path / "empty-store"))
+    state = notify_failure(FailureParameters(signal="backup-missing"), return_state=True)
+    assert state.is_completed(), state.message
+    told = [json.dumps(body) for body in standins.slack.accepted]
+    assert any("backup-stale" in t and "CRITICAL" in t for t in told), told
+    assert standins.twilio.received  # critical: SMS too
