@@ -343,7 +343,7 @@ class SecurityIgnore(BaseModel):
 
 
 class SecuritySettings(BaseModel):
-    """The vulnerability scan (§5.2, §3.5)."""
+    """Security operations (§5): the vulnerability scan (§5.2, §3.5), the watch and the incident actions."""
 
     scanners: list[ScannerCommand] | None = Field(
         None,
@@ -354,6 +354,13 @@ class SecuritySettings(BaseModel):
         default_factory=list, description='Accepted advisories: [{"id", "reason", "expires": "YYYY-MM-DD"}].'
     )
     fail_at: Severity = Field("high", description="A finding not ignored at this severity or above fails the run (§3.5: high).")
+    state_schema: str = Field(
+        "runbook_security", min_length=1, max_length=63,
+        description="Schema in the platform's database for the actions' audit, the blocklist and the watch's state.",
+    )
+    approval_timeout_seconds: int = Field(
+        1800, ge=10, le=86_400, description="How long an incident action waits for its typed approval; then nothing runs.",
+    )
 
 
 class DeploySettings(BaseModel):
