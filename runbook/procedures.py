@@ -349,6 +349,24 @@ def _show_scan(result: Result) -> str:
     return "\n".join(lines + failure_lines(result["checks"]))
 
 
+def _watch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=parse_time, help="replay from this time (with --until); the checkpoint is left alone")
+    p.add_argument("--until", type=parse_time, help="replay up to this time (default now)")
+    p.add_argument("--no-notify", dest="notify", action="store_false", help="report only, route no alerts")
+
+
+def _watch_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.security_watch import WatchParameters
+
+    return {"params": WatchParameters(since=team_time(args.since), until=team_time(args.until), notify=args.notify)}
+
+
+def _show_watch(result: Result) -> str:
+    lines = [f"security watch {result['since']} .. {result['until']}: {len(result['findings'])} finding(s)"]
+    lines += [f"  {f['severity'].upper():<8} {f['detail']}" for f in result["findings"]]
+    return "\n".join(lines + failure_lines(result["checks"]))
+
+
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="only plan and report (the default)")
@@ -597,6 +615,9 @@ PROCEDURES: dict[str, Procedure] = {
                   _diagnose_arguments, _diagnose_parameters, _show_diagnose),
         Procedure("cert-check", "flows/cert_check.py:cert_check", "TLS certificates: expiry, chain, hostname (§4.3)",
                   _cert_arguments, _cert_parameters, _show_cert),
+        Procedure("security-watch", "flows/security_watch.py:security_watch",
+                  "security watch: brute force, credential stuffing, API abuse, CRITICAL events, spikes (§5.1)",
+                  _watch_arguments, _watch_parameters, _show_watch),
         Procedure("security-scan", "flows/security_scan.py:security_scan", "dependency vulnerability scan: pip-audit, npm audit (§5.2, §3.5)",
                   _scan_arguments, _scan_parameters, _show_scan),
         Procedure("data-cleanup", "flows/data_cleanup.py:data_cleanup", "the retention rules of §4.5 (dry run unless --apply)",

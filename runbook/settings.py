@@ -29,6 +29,8 @@ from runbook.alerting.config import AlertSettings
 from runbook.cleanup import DEFAULT_POLICIES, Policy
 from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
+from runbook.security.detectors import DEFAULT_DETECTORS, DEFAULT_SPIKES, Detector, SpikeDetector
+from runbook.security.sources import DEFAULT_SOURCES, SourceMapping
 
 ENV_PREFIX = "RUNBOOK_"
 
@@ -342,6 +344,19 @@ class SecurityIgnore(BaseModel):
         return value.strip()
 
 
+class WatchSettings(BaseModel):
+    """security-watch (§5.1): how far it reads, and the repeat-offender arithmetic."""
+
+    lookback_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="The first run reads this far back.")
+    max_catchup_hours: float = Field(
+        24, gt=0, le=24 * 28, description="A run reads at most this much backlog (a watch that was down); the rest is reported as skipped.",
+    )
+    offence_quiet_hours: float = Field(24, gt=0, description="One offence of an address is forgiven per quiet period this long.")
+    block_base_minutes: int = Field(15, ge=1, description="The block suggested for a first offence; it doubles with each offence.")
+    block_cap_minutes: int = Field(7 * 24 * 60, ge=1, description="The longest block suggested.")
+    samples: int = Field(5, ge=0, le=100, description="Sample events kept as each finding's evidence.")
+
+
 class SecuritySettings(BaseModel):
     """Security operations (§5): the vulnerability scan (§5.2, §3.5), the watch and the incident actions."""
 
@@ -354,6 +369,20 @@ class SecuritySettings(BaseModel):
         default_factory=list, description='Accepted advisories: [{"id", "reason", "expires": "YYYY-MM-DD"}].'
     )
     fail_at: Severity = Field("high", description="A finding not ignored at this severity or above fails the run (§3.5: high).")
+    sources: dict[str, SourceMapping] = Field(
+        default_factory=lambda: {k: v.model_copy() for k, v in DEFAULT_SOURCES.items()},
+        description="Where security events live, by source (auth, api, security): a table with a column mapping, or a "
+        "JSON-lines file. Built in: the sandbox's tables; Supabase's auth.audit_log_entries is runbook.security.sources.SUPABASE_AUTH.",
+    )
+    detectors: list[Detector] = Field(
+        default_factory=lambda: [d.model_copy() for d in DEFAULT_DETECTORS],
+        description="Windowed detectors: source, where, group_by, window_minutes, threshold, distinct, ratio, severity.",
+    )
+    spikes: list[SpikeDetector] = Field(
+        default_factory=lambda: [d.model_copy() for d in DEFAULT_SPIKES],
+        description="Spike detectors: a window against the same window of the previous days.",
+    )
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     state_schema: str = Field(
         "runbook_security", min_length=1, max_length=63,
         description="Schema in the platform's database for the actions' audit, the blocklist and the watch's state.",

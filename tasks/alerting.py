@@ -275,6 +275,13 @@ def evaluate_event(alerting: Alerting, rule_names: list[str], samples: list[Samp
         return alertstate.run_cycle(conn, cfg, samples, now, scheduled=False)
 
 
+@task(name="active-alerts", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def active_alerts(alerting: Alerting, rules: list[str]) -> dict[str, set[str]]:
+    """The resources of these rules whose alert is pending or firing (what may resolve)."""
+    with alerting.connect() as conn:
+        return alertstate.active_resources(conn, alerting.schema, rules)
+
+
 @task(name="acknowledge-incident", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def acknowledge_incident(alerting: Alerting, incident: int, by: str, note: str, now: datetime, ttl: timedelta) -> dict[str, Any]:
     """Record the acknowledgement, cancel the incident's pending pages, update the status page."""

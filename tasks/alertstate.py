@@ -295,6 +295,16 @@ def enqueue(conn: psycopg.Connection[Any], cfg: CycleConfig, now: datetime, page
     return ids
 
 
+def active_resources(conn: psycopg.Connection[Any], schema: str, rules: list[str]) -> dict[str, set[str]]:
+    """The resources of these rules whose alert is pending or firing, by rule."""
+    rows = conn.execute(sql.SQL("SELECT rule, resource FROM {} WHERE rule = ANY(%s) AND status <> 'inactive'").format(
+        q(schema, "alert")), (rules,)).fetchall()
+    out: dict[str, set[str]] = {r: set() for r in rules}
+    for rule, res in rows:
+        out[rule].add(res)
+    return out
+
+
 def _load_states(conn: psycopg.Connection[Any], schema: str) -> dict[str, AlertState]:
     rows = conn.execute(sql.SQL("SELECT state FROM {}").format(q(schema, "alert"))).fetchall()
     return {r[0]["fingerprint"]: AlertState.model_validate(r[0]) for r in rows}

@@ -132,3 +132,41 @@ def test_force_needs_a_reason_and_then_overrides() -> None:
     # an allow-list and an operator address of the other IP version do not stand in the way
     network, overridden = check_target("93.184.216.34", allow_list=["2a00:1450::/32"], operator_ip="2a00:1450::1")
     assert (str(network), overridden) == ("93.184.216.34/32", [])
+
+
+def test_refused_ratio_fires_on_the_share_not_the_volume() -> None:
+    detector = BY_NAME["api-refused-ratio"]
+    busy_ok = [Event(at=T0 + timedelta(seconds=i), fields={"key": "k-busy", "status": 200 if i % 5 else 401}) for i in range(400)]
+    refused = [Event(at=T0 + timedelta(seconds=2 * i), fields={"key": "k-bad", "status": 401 if i % 3 else 429}) for i in range(150)]
+    few = [Event(at=T0 + timedelta(seconds=i), fields={"key": "k-few", "status": 401}) for i in range(detector.threshold - 1)]
+    (finding,) = detect(detector, busy_ok + refused + few + api_background())
+    assert finding.group == {"key": "k-bad"} and finding.count >= detector.threshold  # 401 and 429 both count
+    with pytest.raises(ValueError, match="go together"):
+        Detector(name="x", source="api", window_minutes=1, threshold=1, ratio=0.5)
+
+
+def test_where_accepts_a_list_of_values() -> None:
+    detector = Detector(name="refused", source="api", where={"status": [401, 403]}, group_by=("ip",), window_minutes=1, threshold=3)
+    events = [Event(at=T0 + timedelta(seconds=i), fields={"ip": "1.2.3.4", "status": s}) for i, s in enumerate([401, 403, 200, 401])]
+    assert [f.count for f in detect(detector, events)] == [3]
+    with pytest.raises(ValueError, match="matches nothing"):
+        Detector(name="refused", source="api", where={"status": []}, window_minutes=1, threshold=1)
+
+
+def test_an_auth_failure_spike_is_judged_against_the_same_hour_of_previous_days() -> None:
+    from runbook.security.detectors import DEFAULT_SPIKES, spike
+
+    detector = DEFAULT_SPIKES[0]
+    assert spike(detector, 200, [40, 50, 45, 60, 55, 38, 42]) == (True, pytest.approx(47.142857, rel=1e-5))
+    assert spike(detector, 120, [40, 50, 45, 60, 55, 38, 42])[0] is False  # under 3x the mean
+    assert spike(detector, 49, [0] * 7)[0] is False  # under min_count, however quiet the baseline
+    assert spike(detector, 50, [])[0] is True
+
+
+def test_a_continuing_attack_is_one_offence() -> None:
+    from runbook.security.detectors import new_offence
+
+    gap = timedelta(minutes=10)
+    assert new_offence(T0, None, gap)
+    assert not new_offence(T0 + timedelta(minutes=9), T0, gap)  # the same attack, seen by the next run
+    assert new_offence(T0 + timedelta(minutes=11), T0, gap)  # it stopped for a window, then came back

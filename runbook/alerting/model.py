@@ -99,4 +99,6 @@ METRICS: dict[str, str] = {
     "backup_age_minutes": "min",  # age of the newest DONE backup of the instance (§6.3 RPO 1 h)
     "deployment_failed": "",  # 1 when the newest finished run of a scheduled deployment Failed/Crashed
     "signal_up": "",  # 1 when a source (metrics, health, database, backups, prefect) answered
+    "security_critical_findings": "",  # security-watch: a critical detector's count for one group (§5.1)
+    "security_warning_findings": "",  # security-watch: a warning detector's count for one group
 }

@@ -111,6 +111,12 @@ DEFAULT_RULES: tuple[Rule, ...] = (
           summary="§6.3: no DONE backup for 75 minutes: the 1 h RPO is at risk. Look at the backup deployment's runs."),
     _rule("flow-run-failed", "deployment_failed", ">=", 1, "warning", 1,
           summary="The newest run of a runbook deployment failed or crashed: open it in the Prefect UI."),
+    _rule("security-critical", "security_critical_findings", ">=", 1, "critical", 1,
+          summary="§5.1: security-watch found an attack (brute force, credential stuffing, a CRITICAL event). §5.3: assess, "
+                  "then contain (runbook block-ip ...); the evidence is in the security-watch run."),
+    _rule("security-warning", "security_warning_findings", ">=", 1, "warning", 1,
+          summary="§5.1: security-watch found suspicious traffic (API abuse, refused requests, a failure spike): look at the "
+                  "evidence in the security-watch run."),
     _rule("signal-missing", "signal_up", "<=", 0, "warning", 3, inhibited_by=("database-down",), inhibit_any_resource=True,
           summary="A monitoring source does not answer: the rules on its metrics keep their last state."),
 )

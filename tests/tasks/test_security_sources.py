@@ -51,6 +51,6 @@ def test_supabase_audit_log_entries_and_a_quoted_table_elsewhere(variants: Platf
         with pytest.raises(ConfigError, match="RUNBOOK_SECURITY__SOURCES__AUTH: .* no column for ip -> address"):
             check_source(conn, "auth", quoted.model_copy(update={"fields": {"ip": "address"}}))
         with pytest.raises(ConfigError, match="no table 'public.nope'"):
-            check_source(conn, "auth", SourceMapping(table="nope", fields={}))
+            check_source(conn, "auth", SourceMapping(table="nope", fields={"ip": "ip"}))
     assert supabase.fields == {"user": "aiko@example.test", "action": "login", "ip": "93.184.216.34"}
     assert odd.fields == {"user": "bob", "ip": "93.184.216.35", "success": False} and odd.at == at
