@@ -365,6 +365,47 @@ def _show_watch(result: Result) -> str:
     lines = [f"security watch {result['since']} .. {result['until']}: {len(result['findings'])} finding(s)"]
     lines += [f"  {f['severity'].upper():<8} {f['detail']}" for f in result["findings"]]
     return "\n".join(lines + failure_lines(result["checks"]))
+# --------------------------------------------------------------------------- incident actions (§5.4)
+
+
+def _action_arguments(p: argparse.ArgumentParser) -> None:
+    """What every incident action takes: who, why, and --confirm (the CLI cannot pause
+    for a typed approval: without --confirm it only previews)."""
+    p.add_argument("--by", required=True, help="who asks for it (kept in the audit)")
+    p.add_argument("--reason", required=True, help="why (kept in the audit)")
+    p.add_argument("--confirm", action="store_true", help="apply it; without it the preview is shown and nothing is changed")
+
+
+def _action_parameters(model: str, **extra: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], dict[str, Any]]:
+    """The parameters of the action whose model is ``module:Class``: --by, --reason,
+    --confirm (preview only without it), and ``extra`` fields read from the arguments."""
+
+    def build(args: argparse.Namespace) -> dict[str, Any]:
+        path, name = model.split(":")
+        cls = getattr(importlib.import_module(path), name)
+        return {"params": cls(by=args.by, reason=args.reason, confirm=args.confirm, preview_only=not args.confirm,
+                              **{key: read(args) for key, read in extra.items()})}
+
+    return build
+
+
+def _show_action(result: Result) -> str:
+    preview = result["preview"]
+    lines = [f"{preview['action']} {preview['target']}: {preview['summary']}"]
+    lines += [f"  will change: {c}" if result["outcome"] == "preview" else f"  {c}" for c in preview["changes"]]
+    lines += [f"  WARNING: {w}" for w in preview["warnings"]]
+    lines.append(f"  undo: {preview['undo']}" if preview["undo"] else "  this cannot be undone")
+    if result["outcome"] == "preview":
+        lines.append("nothing was changed; add --confirm to apply")
+    else:
+        lines.append(result.get("message") or result["outcome"])
+    return "\n".join(lines + failure_lines(result.get("checks", [])))
+
+
+def _kill_switch_arguments(p: argparse.ArgumentParser) -> None:
+    _action_arguments(p)
+    p.add_argument("--force", action="store_true",
+                   help="call the enable switch even though runbook recorded no disable (the reason says why)")
 
 
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
@@ -620,6 +661,19 @@ PROCEDURES: dict[str, Procedure] = {
                   _watch_arguments, _watch_parameters, _show_watch),
         Procedure("security-scan", "flows/security_scan.py:security_scan", "dependency vulnerability scan: pip-audit, npm audit (§5.2, §3.5)",
                   _scan_arguments, _scan_parameters, _show_scan),
+        Procedure("restrict-db-access", "flows/restrict_db_access.py:restrict_db_access",
+                  "take CONNECT and/or LOGIN from the application roles, end their sessions (§5.4; preview unless --confirm)",
+                  _action_arguments, _action_parameters("flows.restrict_db_access:RestrictDbAccessParameters"), _show_action),
+        Procedure("restore-db-access", "flows/restore_db_access.py:restore_db_access",
+                  "put back the access restrict-db-access took, exactly as recorded (preview unless --confirm)",
+                  _action_arguments, _action_parameters("flows.restore_db_access:RestoreDbAccessParameters"), _show_action),
+        Procedure("emergency-api-disable", "flows/emergency_api_disable.py:emergency_api_disable",
+                  "turn every API off with the configured kill switch (§5.4; preview unless --confirm)",
+                  _action_arguments, _action_parameters("flows.emergency_api_disable:ApiDisableParameters"), _show_action),
+        Procedure("api-enable", "flows/api_enable.py:api_enable",
+                  "turn the APIs on again after emergency-api-disable (preview unless --confirm)",
+                  _kill_switch_arguments, _action_parameters("flows.api_enable:ApiEnableParameters", force=lambda a: a.force),
+                  _show_action),
         Procedure("data-cleanup", "flows/data_cleanup.py:data_cleanup", "the retention rules of §4.5 (dry run unless --apply)",
                   _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
         Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",

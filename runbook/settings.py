@@ -357,6 +357,102 @@ class WatchSettings(BaseModel):
     samples: int = Field(5, ge=0, le=100, description="Sample events kept as each finding's evidence.")
 
 
+class DbAccessSettings(BaseModel):
+    """restrict-db-access (§5.4): which application roles lose access, and how."""
+
+    roles: list[str] = Field(
+        default_factory=list,
+        description="The application roles restrict-db-access restricts (JSON list of role names, as in pg_roles). "
+        "Required by it; never runbook's own role, a role it is a member of, the database's owner or a superuser.",
+    )
+    mode: Literal["revoke-connect", "nologin", "both"] = Field(
+        "both",
+        description="revoke-connect: the roles lose CONNECT on the platform's database (PUBLIC's CONNECT is made explicit "
+        "for every other role that had it); nologin: ALTER ROLE ... NOLOGIN (cluster-wide); both.",
+    )
+    terminate: bool = Field(True, description="Also terminate the roles' open connections to the platform's database.")
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: list[str]) -> list[str]:
+        for role in value:
+            if not role.strip() or len(role) > 63:
+                raise ValueError(f"{role!r} is not a role name (1-63 characters)")
+        return list(dict.fromkeys(value))
+
+
+class HeaderValue(BaseModel):
+    """One request header of the kill switch: a plain value, or a secret read at run time
+    from an environment variable or a Prefect Secret block (never stored in the settings)."""
+
+    value: str | None = Field(None, description="A value that is no secret (e.g. application/json).")
+    env: str | None = Field(None, description="Name of the worker's environment variable holding the secret value.")
+    secret_block: str | None = Field(None, description="Name of a Prefect Secret block holding the secret value.")
+    prefix: str = Field("", description='Put before the secret, e.g. "Bearer ".')
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "HeaderValue":
+        if sum(x is not None for x in (self.value, self.env, self.secret_block)) != 1:
+            raise ValueError("a header needs exactly one of value, env (a variable name) or secret_block")
+        if self.env is not None:
+            check_env_names([self.env])
+        return self
+
+
+class KillSwitchCall(BaseModel):
+    """One side of the kill switch: a command (argv, no shell) or an HTTP call."""
+
+    command: list[str] | None = Field(None, description='argv of a command, e.g. ["wrangler", "kv", "key", "put", ...].')
+    env: list[str] = env_names_field("the command")
+    url: str | None = Field(None, description="An http(s) URL to call instead (a Worker route, a KV flag...).")
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "PUT"
+    headers: dict[str, HeaderValue] = Field(
+        default_factory=dict, description='Request headers: {"Authorization": {"env": "CF_API_TOKEN", "prefix": "Bearer "}}.'
+    )
+    body: Any = Field(None, description="A JSON body to send (no secrets: it is shown in the preview).")
+    timeout_seconds: int = Field(30, ge=1, le=3600, description="Per attempt (command or request).")
+
+    _env = field_validator("env")(check_env_names)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "KillSwitchCall":
+        if bool(self.command) == bool(self.url):
+            raise ValueError("needs exactly one of command (an argv list) or url")
+        if self.url is not None:
+            if self.env:
+                raise ValueError("env is for commands; an HTTP call takes its secrets in headers")
+            self.url = check_http_url(self.url)
+        elif self.headers or self.body is not None:
+            raise ValueError("headers and body are for an HTTP call, not a command")
+        return self
+
+
+class KillSwitchCheck(BaseModel):
+    """How the kill switch's state is read back: a GET, judged by its status or by a JSON field."""
+
+    url: str = Field(description="The http(s) URL to GET (an API route, or the KV flag itself).")
+    headers: dict[str, HeaderValue] = Field(default_factory=dict, description="As the calls' headers.")
+    disabled_status: int = Field(503, ge=100, le=599, description="The status that means disabled (when no field is set).")
+    enabled_status: int = Field(200, ge=100, le=599, description="The status that means enabled (when no field is set).")
+    field: str | None = Field(None, description='A dotted path into the JSON answer (e.g. "result.disabled"); set: judged by its value.')
+    disabled_value: Any = Field(True, description="The field's value when disabled.")
+    enabled_value: Any = Field(False, description="The field's value when enabled.")
+    timeout_seconds: int = Field(10, ge=1, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)
+
+
+class KillSwitchSettings(BaseModel):
+    """emergency-api-disable / api-enable (§5.4): the platform's kill switch."""
+
+    disable: KillSwitchCall | None = Field(None, description="What disables every API. Required by both actions.")
+    enable: KillSwitchCall | None = Field(None, description="What enables them again. Required by both actions.")
+    check: KillSwitchCheck | None = Field(None, description="How the state is read back; unset: the call's success is the only proof.")
+
+
 class SecuritySettings(BaseModel):
     """Security operations (§5): the vulnerability scan (§5.2, §3.5), the watch and the incident actions."""
 
@@ -390,6 +486,8 @@ class SecuritySettings(BaseModel):
     approval_timeout_seconds: int = Field(
         1800, ge=10, le=86_400, description="How long an incident action waits for its typed approval; then nothing runs.",
     )
+    db_access: DbAccessSettings = Field(default_factory=DbAccessSettings)
+    kill_switch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
 
 
 class DeploySettings(BaseModel):

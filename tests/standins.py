@@ -551,6 +551,57 @@ class _SmtpHandler:
 
 
 @dataclass
+class KillSwitchStandIn(HttpStandIn):
+    """The platform's kill switch as a KV flag behind a token (as a Cloudflare KV
+    value or a Worker route would be): ``PUT /flag`` with ``{"disabled": bool}`` sets it,
+    ``GET /flag`` answers ``{"result": {"disabled": bool}}``, and ``GET /api/health``
+    answers 503 while disabled, 200 otherwise. A wrong or missing token is 403."""
+
+    def __init__(self) -> None:
+        self.token = f"ks-{secrets.token_hex(12)}"
+        self.disabled = False
+        super().__init__()
+
+    def _authorized(self, request: Received) -> bool:
+        return request.headers.get("authorization") == f"Bearer {self.token}"
+
+    def answer(self, request: Received) -> Answer:
+        if request.path == "/api/health" and request.method == "GET":
+            return (503, {}, {"error": "disabled"}) if self.disabled else (200, {}, {"status": "ok"})
+        if request.path != "/flag":
+            return 404, {}, {"error": "not found"}
+        if not self._authorized(request):
+            return 403, {}, {"success": False, "errors": [{"code": 10000, "message": "Authentication error"}]}
+        if request.method == "PUT":
+            if not isinstance(request.body, dict) or not isinstance(request.body.get("disabled"), bool):
+                return 400, {}, {"success": False, "errors": [{"message": "body needs disabled: true|false"}]}
+            self.disabled = request.body["disabled"]
+            return 200, {}, {"success": True}
+        if request.method == "GET":
+            return 200, {}, {"success": True, "result": {"disabled": self.disabled}}
+        return 405, {}, {"error": "method not allowed"}
+
+    def calls(self, method: str = "PUT") -> list[Received]:
+        return [r for r in self.received if r.method == method and r.path == "/flag"]
+
+    def settings_env(self, *, token_env: str = "KS_API_TOKEN", check: str | None = "status") -> dict[str, str]:
+        """The disable and enable calls (PUT /flag, the token from ``token_env``) and the
+        check: ``status`` (GET /api/health), ``field`` (GET /flag's result.disabled) or None."""
+        header = {"Authorization": {"env": token_env, "prefix": "Bearer "}}
+        env = {
+            f"{KILL_SWITCH}DISABLE": json.dumps({"url": f"{self.url}/flag", "method": "PUT", "headers": header, "body": {"disabled": True}}),
+            f"{KILL_SWITCH}ENABLE": json.dumps({"url": f"{self.url}/flag", "method": "PUT", "headers": header, "body": {"disabled": False}}),
+        }
+        if check == "status":
+            env[f"{KILL_SWITCH}CHECK"] = json.dumps({"url": f"{self.url}/api/health"})
+        elif check == "field":
+            env[f"{KILL_SWITCH}CHECK"] = json.dumps({"url": f"{self.url}/flag", "headers": header, "field": "result.disabled"})
+        return env
+
+
+KILL_SWITCH = "RUNBOOK_SECURITY__KILL_SWITCH__"
+
+
 class StandIns:
     """Every channel's stand-in at once, for tests of routing and fallback."""
 

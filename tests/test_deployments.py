@@ -57,7 +57,8 @@ def test_backups_run_hourly_and_verification_weekly_in_the_team_timezone() -> No
 
 
 def test_every_flow_module_has_a_deployment() -> None:
-    modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem != "__init__"}
+    # flows/approval.py is the step the incident actions share, not a procedure of its own
+    modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem not in ("__init__", "approval")}
     assert modules == set(DEPLOYMENTS) - set(MODES)
 
 
