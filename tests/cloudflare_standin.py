@@ -44,6 +44,7 @@ class CloudflareStandIn(HttpStandIn):
         self._ids = itertools.count(1)
         self._local = threading.local()
         self._method_faults: list[tuple[str, int]] = []
+        self.forget_created = False  # answer a create, then lose the rule (to test the read back)
         super().__init__()
 
     @property
@@ -118,8 +119,10 @@ class CloudflareStandIn(HttpStandIn):
             if any(r["configuration"] == configuration for r in self.rules.values()):
                 return _error(400, 10009, "firewallaccessrules.api.duplicate_of_existing")
             new_id = f"rule{next(self._ids):04d}" + secrets.token_hex(12)
-            self.rules[new_id] = self._rule(new_id, configuration, mode, body.get("notes") or "")
-            return _envelope(self.rules[new_id])
+            made = self._rule(new_id, configuration, mode, body.get("notes") or "")
+            if not self.forget_created:
+                self.rules[new_id] = made
+            return _envelope(made)
         if rule_id is not None and request.method == "GET":
             rule = self.rules.get(rule_id)
             return _envelope(rule) if rule else _error(404, 10014, "firewallaccessrules.api.not_found")

@@ -291,3 +291,13 @@ def test_a_blocklist_table_whose_names_need_quoting(variants: Any, cloudflare: C
     assert row["cloudflare_rule_id"] in cloudflare.rules
     assert _unblock().is_completed()
     assert _rows(variants.dsn, "Sec Ops", 'IP "Blocks"')[0]["lift_reason"] == "false positive"
+
+
+def test_a_rule_that_does_not_read_back_fails_the_run_naming_cloudflare(platform: Any, cloudflare: CloudflareStandIn,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    cloudflare.forget_created = True
+    state = _block()
+    assert state.is_failed() and "read back does not match" in state.message
+    assert "cloudflare (zone " in state.message and "does not exist" in state.message
+    proc = runbook_here("block-ip", "93.184.216.0/24", "--by", "ana", "--reason", "x", "--confirm", env={}, monkeypatch=monkeypatch)
+    assert proc.returncode == 1 and "READ BACK: cloudflare" in proc.stdout
