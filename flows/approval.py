@@ -90,9 +90,10 @@ def approve(preview: Preview, request: ActionRequest, state: SecurityState, time
 
 
 def run_action(request: ActionRequest, preview: Preview, apply: Callable[[Preview], Any], state: SecurityState, *,
-               timeout_s: int, secrets: list[str] | None = None) -> dict[str, Any]:
+               timeout_s: int, secrets: list[str] | None = None, applied_phase: Phase = "applied") -> dict[str, Any]:
     """Preview, approve, apply; each step audited. ``apply`` (a task) gets the preview and
-    returns what it changed (recorded as ``after``). The outcome: preview, noop or applied."""
+    returns what it changed (recorded as ``after``, in phase ``applied_phase``: an undo
+    action records "undone"). The outcome: preview, noop or applied."""
     show_preview(preview)
     audit(state, request, preview, "preview")
     result: dict[str, Any] = {"action": preview.action, "target": preview.target, "preview": preview.model_dump(mode="json")}
@@ -108,5 +109,5 @@ def run_action(request: ActionRequest, preview: Preview, apply: Callable[[Previe
     except Exception as err:
         audit(state, request, preview, "failed", detail=mask(f"{type(err).__name__}: {err}".splitlines()[0], secrets or []))
         raise
-    audit(state, request, preview, "applied", after=after)
+    audit(state, request, preview, applied_phase, after=after)
     return {**result, "outcome": "applied", "after": after}

@@ -365,6 +365,8 @@ def _show_watch(result: Result) -> str:
     lines = [f"security watch {result['since']} .. {result['until']}: {len(result['findings'])} finding(s)"]
     lines += [f"  {f['severity'].upper():<8} {f['detail']}" for f in result["findings"]]
     return "\n".join(lines + failure_lines(result["checks"]))
+
+
 # --------------------------------------------------------------------------- incident actions (§5.4)
 
 
@@ -389,23 +391,58 @@ def _action_parameters(model: str, **extra: Callable[[argparse.Namespace], Any])
     return build
 
 
-def _show_action(result: Result) -> str:
-    preview = result["preview"]
-    lines = [f"{preview['action']} {preview['target']}: {preview['summary']}"]
-    lines += [f"  will change: {c}" if result["outcome"] == "preview" else f"  {c}" for c in preview["changes"]]
-    lines += [f"  WARNING: {w}" for w in preview["warnings"]]
-    lines.append(f"  undo: {preview['undo']}" if preview["undo"] else "  this cannot be undone")
-    if result["outcome"] == "preview":
-        lines.append("nothing was changed; add --confirm to apply")
-    else:
-        lines.append(result.get("message") or result["outcome"])
-    return "\n".join(lines + failure_lines(result.get("checks", [])))
-
-
 def _kill_switch_arguments(p: argparse.ArgumentParser) -> None:
     _action_arguments(p)
     p.add_argument("--force", action="store_true",
                    help="call the enable switch even though runbook recorded no disable (the reason says why)")
+
+
+def _action_request(args: argparse.Namespace) -> dict[str, Any]:
+    # the CLI cannot pause for a typed approval: without --confirm it only previews
+    return {"by": args.by, "reason": args.reason, "confirm": args.confirm, "preview_only": not args.confirm}
+
+
+def _block_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ip", help="the address or CIDR network, e.g. 93.184.216.34 or 93.184.216.0/24")
+    _action_arguments(p)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=positive, help="how long it lasts (default RUNBOOK_SECURITY__BLOCK__DEFAULT_MINUTES)")
+    length.add_argument("--permanent", action="store_true", help="no expiry: blocked until unblock-ip")
+    p.add_argument("--force", action="store_true", help="block even a private range, the allow-list or your own address")
+    p.add_argument("--operator-ip", help="your own address, never blocked without --force (default RUNBOOK_SECURITY__BLOCK__OPERATOR_IP)")
+
+
+def _block_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.block_ip import BlockParameters
+
+    return {"params": BlockParameters(ip=args.ip, minutes=args.minutes, permanent=args.permanent, force=args.force,
+                                      operator_ip=args.operator_ip, **_action_request(args))}
+
+
+def _unblock_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ip", help="the blocked address or network, as it was blocked")
+    _action_arguments(p)
+
+
+def _unblock_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.unblock_ip import UnblockParameters
+
+    return {"params": UnblockParameters(ip=args.ip, **_action_request(args))}
+
+
+def _show_action(result: Result) -> str:
+    """An incident action's outcome; a preview prints in full, with how to apply it."""
+    preview = result["preview"]
+    lines = [f"{preview['action']} {preview['target']}: {preview['summary']}"]
+    lines += [f"  will change: {c}" if result["outcome"] == "preview" else f"  {c}" for c in preview["changes"]]
+    lines += [f"  WARNING: {w}" for w in preview["warnings"]]
+    lines.append(f"  undo: {preview['undo']}" if preview.get("undo") else "  this cannot be undone")
+    lines += [f"  READ BACK: {p}" for p in result.get("verification") or []]
+    if result["outcome"] == "preview":
+        lines.append("nothing was changed; add --confirm to apply")
+    else:
+        lines.append(result.get("detail") or result.get("message") or result["outcome"])
+    return "\n".join(lines + failure_lines(result.get("checks", [])))
 
 
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
@@ -674,6 +711,10 @@ PROCEDURES: dict[str, Procedure] = {
                   "turn the APIs on again after emergency-api-disable (preview unless --confirm)",
                   _kill_switch_arguments, _action_parameters("flows.api_enable:ApiEnableParameters", force=lambda a: a.force),
                   _show_action),
+        Procedure("block-ip", "flows/block_ip.py:block_ip", "block an address or network: blocklist table and Cloudflare (§5.4)",
+                  _block_arguments, _block_parameters, _show_action),
+        Procedure("unblock-ip", "flows/unblock_ip.py:unblock_ip", "lift the block of an address or network (§5.4)",
+                  _unblock_arguments, _unblock_parameters, _show_action),
         Procedure("data-cleanup", "flows/data_cleanup.py:data_cleanup", "the retention rules of §4.5 (dry run unless --apply)",
                   _cleanup_arguments, _cleanup_parameters, _show_cleanup, progress=True),
         Procedure("db-maintenance", "flows/db_maintenance.py:db_maintenance", "VACUUM ANALYZE and the index/settings report (§4.4, §7.4)",

@@ -453,6 +453,81 @@ class KillSwitchSettings(BaseModel):
     check: KillSwitchCheck | None = Field(None, description="How the state is read back; unset: the call's success is the only proof.")
 
 
+def _blank(value: Any) -> Any:
+    """An empty string (or SecretStr) is unset: refused where the value is needed."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return None if isinstance(text, str) and not text.strip() else value
+
+
+class CloudflareBlockSettings(BaseModel):
+    """block-ip's Cloudflare IP Access Rules (§5.4). Configured as soon as any of the zone, the account,
+    the token or its Secret block is set; then the token and exactly one of zone/account are required."""
+
+    base_url: str = Field("https://api.cloudflare.com/client/v4", description="Cloudflare's API base URL.")
+    zone_id: str | None = Field(None, description="The zone whose IP Access Rules block (one of zone_id / account_id).")
+    account_id: str | None = Field(None, description="The account whose IP Access Rules block (one of zone_id / account_id).")
+    api_token: SecretStr | None = Field(None, description="API token with Firewall Services edit on the zone or account.")
+    api_token_secret_block: str | None = Field(None, description="Prefect Secret block holding the API token (deployed runs).")
+    notes_prefix: str = Field("runbook block-ip", max_length=200, description="Start of each rule's notes (who, why and the run follow).")
+    timeout_seconds: float = Field(30, gt=0, le=300, description="Timeout of each Cloudflare API request.")
+
+    _blank = field_validator("zone_id", "account_id", "api_token", "api_token_secret_block", mode="before")(_blank)
+    _url = field_validator("base_url")(lambda cls, v: check_http_url(v))
+
+    @property
+    def configured(self) -> bool:
+        return any((self.zone_id, self.account_id, self.api_token, self.api_token_secret_block))
+
+
+class BlockSettings(BaseModel):
+    """block-ip / unblock-ip (§5.4): what may never be blocked, where blocks are kept, how long they last."""
+
+    allow_list: list[str] = Field(
+        default_factory=list, description="Networks never blocked without --force and a reason (the team's offices, VPN, monitors), CIDRs.",
+    )
+    operator_ip: str | None = Field(None, description="The operator's own address, never blocked without --force (the flow's operator_ip wins).")
+    table_schema: str | None = Field(
+        None, min_length=1, max_length=63, description="Schema of the blocklist table; unset: RUNBOOK_SECURITY__STATE_SCHEMA.",
+    )
+    table: str = Field("ip_blocklist", min_length=1, max_length=50, description="The blocklist table the platform reads (created if missing).")
+    default_minutes: int = Field(240, ge=1, description="How long a block lasts without --minutes (then it lifts itself).")
+    max_minutes: int = Field(43_200, ge=1, description="The longest --minutes accepted (30 days); longer needs --permanent.")
+    cloudflare: CloudflareBlockSettings = Field(default_factory=CloudflareBlockSettings)
+
+    _blank = field_validator("operator_ip", "table_schema", mode="before")(_blank)
+
+    @field_validator("allow_list")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        checked = []
+        for entry in value:
+            try:
+                checked.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return checked
+
+    @field_validator("operator_ip")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        import ipaddress
+
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+
+    @model_validator(mode="after")
+    def _cap(self) -> "BlockSettings":
+        if self.default_minutes > self.max_minutes:
+            raise ValueError(f"default_minutes {self.default_minutes} is above max_minutes {self.max_minutes}")
+        return self
+
+
 class SecuritySettings(BaseModel):
     """Security operations (§5): the vulnerability scan (§5.2, §3.5), the watch and the incident actions."""
 
@@ -488,6 +563,7 @@ class SecuritySettings(BaseModel):
     )
     db_access: DbAccessSettings = Field(default_factory=DbAccessSettings)
     kill_switch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
+    block: BlockSettings = Field(default_factory=BlockSettings)
 
 
 class DeploySettings(BaseModel):

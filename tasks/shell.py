@@ -46,12 +46,13 @@ class CommandResult:
 
 def known_secrets(settings: RunbookSettings) -> list[str]:
     """The secret values this worker holds (the DSNs, the platform token, the alert
-    channels' credentials, the secrets of §0 and cloud keys found in its environment), to mask in a command's output even
+    channels' credentials, block-ip's Cloudflare token, the secrets of §0 and cloud keys found in its environment), to mask in a command's output even
     though the command is not given them: it may read them from elsewhere."""
     channels = settings.alerts.channels
     held = (settings.database_url, settings.recovery_database_url, settings.scratch_database_url, settings.platform_token,
             settings.alerts.state_database_url, channels.slack.webhook_url, channels.slack.bot_token, channels.email.password,
-            channels.twilio.auth_token, channels.statuspage.api_key)
+            channels.twilio.auth_token, channels.statuspage.api_key,
+            settings.security.block.cloudflare.api_token)
     values = [s.get_secret_value() for s in held if s]
     values += [os.environ[name] for name in (*settings.predeploy.secrets, *CLOUD_SECRETS) if os.environ.get(name)]
     return values
