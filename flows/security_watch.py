@@ -27,6 +27,8 @@ from runbook.settings import RunbookSettings, WatchSettings
 from runbook.target import prepare
 from tasks import security
 from tasks.alerting import active_alerts, chain_problem, deliver_all, evaluate_event, load_alerting, run_link
+from tasks.blocklist import lift_expired_blocks
+from tasks.cloudflare import resolve_cloudflare
 from tasks.secstate import SecurityState, security_state
 
 
@@ -210,6 +212,7 @@ def security_watch(params: WatchParameters = WatchParameters()) -> Any:
     used = check_configuration(settings)
     state = security_state(settings, target.dsn)
     alerting = load_alerting(settings, target, need_chain=False) if params.notify else None
+    resolve_cloudflare(sec.block.cloudflare)  # expired blocks are lifted there too: a bad setting is exit 2 now, not later
     check_sources(state, {name: sec.sources[name] for name in used})
     now = utcnow()
     replay = params.since is not None
@@ -246,6 +249,12 @@ def security_watch(params: WatchParameters = WatchParameters()) -> Any:
             report["notices"] = cycle.notices
         if not replay:
             advance_checkpoint(state, span.until, now)
+            lifted = lift_expired_blocks(state, settings, now)
+            report["blocks_lifted"] = [row["network"] for row in lifted["lifted"]]
+            checks.append(CheckResult(
+                name="expired-blocks", ok=not lifted["failed"], critical=False,
+                detail="; ".join(f"{f['network']}: {f['problem']}" for f in lifted["failed"])
+                or f"{len(lifted['lifted'])} expired block(s) lifted"))
     create_markdown_artifact(key=artifact_key("security-watch", target.instance), markdown=findings_markdown(span, recorded),
                              description="Security watch: findings and their evidence")
     if recorded:

@@ -196,3 +196,19 @@ def test_a_bad_configuration_is_refused_before_anything_is_read(platform: Any, m
     with platform.connect() as conn:
         assert conn.execute("SELECT to_regclass('runbook_security.watch_checkpoint')").fetchone()[0] is None or \
             conn.execute("SELECT count(*) FROM runbook_security.watch_checkpoint").fetchone()[0] == 0
+
+
+def test_the_watch_lifts_expired_blocks(platform: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.block_ip
+    from flows.block_ip import BlockParameters, block_ip
+
+    monkeypatch.setattr(flows.block_ip, "utcnow", lambda: ANCHOR)
+    state = block_ip(BlockParameters(ip=BRUTE, minutes=5, by="ana", reason="brute force", confirm=True), return_state=True)
+    assert state.is_completed(), state.message
+    at(monkeypatch, ANCHOR + timedelta(minutes=4))
+    assert run_watch(notify=False)[1]["blocks_lifted"] == []
+    at(monkeypatch, ANCHOR + timedelta(minutes=6))
+    state, result = run_watch(notify=False)
+    assert state.is_completed() and result["blocks_lifted"] == [f"{BRUTE}/32"]
+    with platform.connect() as conn:
+        assert conn.execute("SELECT lift_reason FROM runbook_security.ip_blocklist").fetchall() == [("expired",)]
