@@ -445,6 +445,38 @@ def _show_action(result: Result) -> str:
     return "\n".join(lines + failure_lines(result.get("checks", [])))
 
 
+def _incident_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("title", help="what was detected, in a line")
+    p.add_argument("--by", required=True, help="who leads the incident")
+    p.add_argument("--severity", required=True, choices=["low", "medium", "high", "critical"], help="assess: how bad")
+    p.add_argument("--scope", required=True, help="assess: what is affected")
+    p.add_argument("--contain", action="append", default=[], metavar="PHRASE",
+                   help="contain: apply the action of this preview phrase, e.g. 'block-ip 93.184.216.34/32' (repeatable; none: "
+                        "the previews are shown and nothing is applied)")
+    p.add_argument("--root-cause", required=True, help="investigate: the root cause")
+    p.add_argument("--lessons", required=True, help="learn: what to change")
+    p.add_argument("--findings-hours", type=positive, default=24, help="detect: the watch's findings of this many hours")
+
+
+def _incident_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.security_incident import IncidentParameters
+
+    # the CLI cannot pause for input: every phase's answer is an argument (the Prefect UI asks instead)
+    return {"params": IncidentParameters(title=args.title, by=args.by, severity=args.severity, scope=args.scope,
+                                         contain=args.contain, root_cause=args.root_cause, lessons=args.lessons,
+                                         findings_hours=args.findings_hours)}
+
+
+def _show_incident(result: Result) -> str:
+    lines = [f"security incident #{result['incident']} ({result['severity']}): {result['scope']}"]
+    lines += [f"  offered: {phrase}" for phrase in result["offered"]]
+    lines += [f"  {'applied' if a['ok'] else 'FAILED '}: {a['phrase']}: {a['message']}" for a in result["applied"]]
+    lines += [f"  refused (not offered): {u}" for u in result["unknown"]]
+    lines += [f"  undo when safe: {u}" for u in result["undo"]]
+    lines += [f"  [{r['phase']}] {r['entry']}" for r in result["timeline"]]
+    return "\n".join(lines)
+
+
 def _cleanup_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="only plan and report (the default)")
@@ -696,6 +728,9 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("security-watch", "flows/security_watch.py:security_watch",
                   "security watch: brute force, credential stuffing, API abuse, CRITICAL events, spikes (§5.1)",
                   _watch_arguments, _watch_parameters, _show_watch),
+        Procedure("security-incident", "flows/security_incident.py:security_incident",
+                  "security incident (§5.3): detect, assess, contain, investigate, recover, learn; a timeline",
+                  _incident_arguments, _incident_parameters, _show_incident),
         Procedure("security-scan", "flows/security_scan.py:security_scan", "dependency vulnerability scan: pip-audit, npm audit (§5.2, §3.5)",
                   _scan_arguments, _scan_parameters, _show_scan),
         Procedure("restrict-db-access", "flows/restrict_db_access.py:restrict_db_access",

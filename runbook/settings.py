@@ -561,6 +561,10 @@ class SecuritySettings(BaseModel):
     approval_timeout_seconds: int = Field(
         1800, ge=10, le=86_400, description="How long an incident action waits for its typed approval; then nothing runs.",
     )
+    incident_wait_seconds: int = Field(
+        4 * 3600, ge=10, le=7 * 86_400,
+        description="How long security-incident waits at each of its pauses (assess, contain, investigate, learn).",
+    )
     db_access: DbAccessSettings = Field(default_factory=DbAccessSettings)
     kill_switch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     block: BlockSettings = Field(default_factory=BlockSettings)

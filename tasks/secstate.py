@@ -114,3 +114,57 @@ def audit_rows(conn: psycopg.Connection[Any], schema: str, *, action: str | None
 def security_state(settings: Any, dsn: str) -> SecurityState:
     """The security state of the platform at ``dsn`` (RUNBOOK_SECURITY__STATE_SCHEMA)."""
     return SecurityState(dsn=dsn, schema=settings.security.state_schema, connect_timeout=settings.connect_timeout)
+
+
+# --------------------------------------------------------------------------- security incidents (§5.3)
+
+INCIDENT_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.incident (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    title       text NOT NULL,
+    opened_by   text NOT NULL,
+    opened_at   timestamptz NOT NULL,
+    severity    text,
+    scope       text,
+    status      text NOT NULL DEFAULT 'open',
+    closed_at   timestamptz,
+    run_id      text
+);
+CREATE TABLE IF NOT EXISTS {s}.incident_timeline (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    incident_id  bigint NOT NULL REFERENCES {s}.incident (id),
+    at           timestamptz NOT NULL,
+    phase        text NOT NULL,
+    actor        text NOT NULL,
+    entry        text NOT NULL,
+    detail       jsonb NOT NULL DEFAULT '{{}}'::jsonb
+);
+"""
+
+
+def open_incident(conn: psycopg.Connection[Any], schema: str, *, title: str, by: str, at: datetime, run_id: str | None) -> int:
+    row = conn.execute(sql.SQL("INSERT INTO {} (title, opened_by, opened_at, run_id) VALUES (%s, %s, %s, %s) RETURNING id").format(
+        q(schema, "incident")), (title, by, at, run_id)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def update_incident(conn: psycopg.Connection[Any], schema: str, incident_id: int, **values: Any) -> None:
+    """Set some of severity, scope, status, closed_at."""
+    allowed = {"severity", "scope", "status", "closed_at"}
+    assert set(values) <= allowed, set(values) - allowed
+    sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values)
+    conn.execute(sql.SQL("UPDATE {} SET {} WHERE id = %s").format(q(schema, "incident"), sets), (*values.values(), incident_id))
+
+
+def add_entry(conn: psycopg.Connection[Any], schema: str, incident_id: int, *, at: datetime, phase: str, actor: str, entry: str,
+              detail: dict[str, Any] | None = None) -> None:
+    conn.execute(sql.SQL("INSERT INTO {} (incident_id, at, phase, actor, entry, detail) VALUES (%s, %s, %s, %s, %s, %s)").format(
+        q(schema, "incident_timeline")), (incident_id, at, phase, actor, entry, Jsonb(detail or {})))
+
+
+def incident_timeline(conn: psycopg.Connection[Any], schema: str, incident_id: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL("SELECT at, phase, actor, entry, detail FROM {} WHERE incident_id = %s ORDER BY id").format(
+            q(schema, "incident_timeline")), (incident_id,))
+        return list(cur.fetchall())
