@@ -573,6 +573,51 @@ def _show_log_report(result: Result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- incident actions (§5.4)
+
+
+def _action_arguments(p: argparse.ArgumentParser) -> None:
+    """What every incident action asks: who, why, and --confirm (without it: preview only)."""
+    p.add_argument("--by", required=True, help="who asks for it (kept in the audit)")
+    p.add_argument("--reason", required=True, help="why (kept in the audit)")
+    p.add_argument("--confirm", action="store_true", help="apply it; without --confirm the preview is shown and nothing changes")
+
+
+def _action_request(args: argparse.Namespace) -> dict[str, Any]:
+    # the CLI cannot pause for a typed approval: without --confirm it only previews
+    return {"by": args.by, "reason": args.reason, "confirm": args.confirm, "preview_only": not args.confirm}
+
+
+def _show_action(result: Result) -> str:
+    """The preview; then what was done, or that nothing was changed."""
+    from runbook.security.actions import Preview
+
+    lines = [Preview.model_validate(result["preview"]).markdown(), ""]
+    if result["outcome"] == "preview":
+        lines.append("nothing was changed; add --confirm to apply")
+    elif result["outcome"] == "noop":
+        lines.append("nothing to change: nothing was changed")
+    else:
+        lines.append(str(result.get("message", "applied")))
+        lines += check_lines(result.get("checks", []))
+    return "\n".join(lines)
+
+
+def _sessions_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every active session")
+    which.add_argument("--user", help="one user's sessions (the value of RUNBOOK_SECURITY__SESSIONS__USER_COLUMN)")
+    which.add_argument("--ip", help="the sessions of an address or a CIDR network")
+    _action_arguments(p)
+
+
+def _sessions_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.invalidate_sessions import InvalidateSessionsParameters
+
+    scope = "all" if args.all else ("user" if args.user is not None else "ip")
+    return {"params": InvalidateSessionsParameters(scope=scope, user=args.user, ip=args.ip, **_action_request(args))}
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -614,6 +659,9 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("notify-failure", "flows/notify_failure.py:notify_failure", "what the automations run when a flow run fails",
                   _notify_failure_arguments, _notify_failure_parameters, _show_notify_failure),
 
+        Procedure("invalidate-sessions", "flows/invalidate_sessions.py:invalidate_sessions",
+                  "end active sessions: all, by user or by IP (§5.4); cannot be undone; preview unless --confirm",
+                  _sessions_arguments, _sessions_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
     ]
