@@ -618,6 +618,21 @@ def _sessions_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {"params": InvalidateSessionsParameters(scope=scope, user=args.user, ip=args.ip, **_action_request(args))}
 
 
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=parse_time, required=True, help="start of the range, included (no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--until", type=parse_time, required=True, help="end of the range, excluded; not in the future")
+    p.add_argument("--source", dest="sources", action="append", default=[],
+                   help="only this source of RUNBOOK_SECURITY__LOG_EXPORT__SOURCES (repeatable; default: all)")
+    _action_arguments(p)
+
+
+def _export_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.export_security_logs import ExportSecurityLogsParameters
+
+    return {"params": ExportSecurityLogsParameters(since=team_time(args.since), until=team_time(args.until), sources=args.sources,
+                                                   **_action_request(args))}
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -662,6 +677,9 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("invalidate-sessions", "flows/invalidate_sessions.py:invalidate_sessions",
                   "end active sessions: all, by user or by IP (§5.4); cannot be undone; preview unless --confirm",
                   _sessions_arguments, _sessions_parameters, _show_action, progress=True),
+        Procedure("export-security-logs", "flows/export_security_logs.py:export_security_logs",
+                  "export the security logs of a time range to the backup store, with sha256 and row counts (§5.4)",
+                  _export_arguments, _export_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
     ]
