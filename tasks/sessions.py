@@ -249,6 +249,9 @@ def invalidate_batch(conn: psycopg.Connection[Any], table: SessionTable, scope: 
     """One batch in its own transaction: at most ``limit`` active sessions in scope get
     ``expiry = at``. Rows are picked and locked by their physical address, then updated
     by it (a TID scan), so no key is needed. Returns how many were invalidated."""
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # inside an open transaction, transaction() would be a savepoint: every batch one transaction
+        raise RuntimeError("invalidate_batch needs a connection in autocommit: each batch is its own transaction")
     where, params = in_scope(table, scope)
     params = {**params, "at": at, "limit": limit}
     with conn.transaction():
@@ -273,7 +276,8 @@ def invalidate_batch(conn: psycopg.Connection[Any], table: SessionTable, scope: 
 def invalidate_sessions(conn: psycopg.Connection[Any], table: SessionTable, scope: Scope, at: datetime, *, batch_rows: int,
                         report: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
     """Invalidate every active session in scope, batch after batch, until none is left;
-    ``report(done, total)`` after each. Returns what was done (the audit's ``after``)."""
+    ``report(done, total)`` after each. ``conn`` is in autocommit, so that each batch is
+    its own transaction. Returns what was done (the audit's ``after``)."""
     where, params = in_scope(table, scope)
     total = int(_scalar(conn, sql.SQL("SELECT count(*) FROM {} AS s WHERE {} AND {}").format(table.ident, active(table), where),
                         {**params, "at": at}))
@@ -335,9 +339,8 @@ def invalidate_sessions_task(dsn: str, table: SessionTable, scope: Scope, at: da
     (no retry here: a re-run of the flow finishes what an interrupted one left)."""
     get_run_logger().info("Invalidating the active sessions of %s in %s, %d per batch", scope.target, table.display, batch_rows)
     try:
-        with _connect(dsn, connect_timeout, autocommit=False) as conn:
+        with _connect(dsn, connect_timeout, autocommit=True) as conn:  # each batch opens its own transaction
             conn.execute("SET lock_timeout = '10s'")
-            conn.commit()
             return invalidate_sessions(conn, table, scope, at, batch_rows=batch_rows, report=report)
     except psycopg.Error as err:
         raise translate_pg_error(err, dsn, f"invalidate sessions in {table.display}") from None

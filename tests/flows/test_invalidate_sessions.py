@@ -179,17 +179,25 @@ def test_refusals_exit_2_before_anything_is_touched(platform: Platform, monkeypa
 def test_an_interrupted_invalidation_is_finished_by_running_it_again(platform: Platform) -> None:
     config = SessionSettings(user_column="user_id", ip_column="ip")
     at = datetime.now(timezone.utc)
-    with psycopg.connect(platform.dsn) as conn:
+    with psycopg.connect(platform.dsn, autocommit=True) as conn, psycopg.connect(platform.dsn, autocommit=True) as other:
         table = check_sessions_table(conn, config, Scope("all"))
         active = conn.execute("SELECT count(*) FROM user_sessions WHERE expires_at > %s", (at,)).fetchone()[0]
         assert invalidate_batch(conn, table, Scope("all"), at, 100) == 100  # then the run stopped
-        conn.commit()
+        # the batch was its own transaction: committed, seen from another connection
+        assert other.execute("SELECT count(*) FROM user_sessions WHERE expires_at = %s", (at,)).fetchone()[0] == 100
         seen: list[tuple[int, int]] = []
         result = invalidate_all(conn, table, Scope("all"), at, batch_rows=1000, report=lambda d, t: seen.append((d, t)))
         assert result["invalidated"] == active - 100  # the re-run finds the rest, and only the rest
         assert seen[0] == (0, active - 100) and seen[-1] == (active - 100, active - 100)
         assert conn.execute("SELECT count(*) FROM user_sessions WHERE expires_at > %s", (at,)).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM user_sessions WHERE expires_at = %s", (at,)).fetchone()[0] == active
+
+
+def test_a_batch_refuses_to_run_inside_an_open_transaction(platform: Platform) -> None:
+    with psycopg.connect(platform.dsn) as conn:
+        table = check_sessions_table(conn, SessionSettings(), Scope("all"))  # opens a transaction
+        with pytest.raises(RuntimeError, match="its own transaction"):
+            invalidate_batch(conn, table, Scope("all"), datetime.now(timezone.utc), 10)
 
 
 def test_scopes_are_validated() -> None:
