@@ -220,7 +220,8 @@ def security_incident(params: IncidentParameters) -> Any:
     offers = rules.suggestions(found, offences, base=timedelta(minutes=settings.security.watch.block_base_minutes),
                                cap=timedelta(minutes=settings.security.watch.block_cap_minutes),
                                db_roles=bool(settings.security.db_access.roles),
-                               kill_switch=settings.security.kill_switch.disable is not None)
+                               kill_switch=settings.security.kill_switch.disable is not None,
+                               sessions_by_ip=bool(settings.security.sessions.ip_column))
     previews, unavailable = preview_actions(offers, by, reason)
     offered = contain_markdown(previews, unavailable)
     create_markdown_artifact(key=artifact_key("security-incident-contain", str(incident_id)), markdown=offered,

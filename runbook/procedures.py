@@ -431,17 +431,19 @@ def _unblock_parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show_action(result: Result) -> str:
-    """An incident action's outcome; a preview prints in full, with how to apply it."""
-    preview = result["preview"]
-    lines = [f"{preview['action']} {preview['target']}: {preview['summary']}"]
-    lines += [f"  will change: {c}" if result["outcome"] == "preview" else f"  {c}" for c in preview["changes"]]
-    lines += [f"  WARNING: {w}" for w in preview["warnings"]]
-    lines.append(f"  undo: {preview['undo']}" if preview.get("undo") else "  this cannot be undone")
-    lines += [f"  READ BACK: {p}" for p in result.get("verification") or []]
+    """An incident action's preview in full; then what was done, or that nothing was changed."""
+    from runbook.security.actions import Preview
+
+    preview = Preview.model_validate(result["preview"])
+    lines = [preview.markdown(), "", f"undo: {preview.undo}" if preview.undo else "this cannot be undone"]
+    lines += [f"READ BACK: {p}" for p in result.get("verification") or []]
+    said = result.get("detail") or result.get("message")
     if result["outcome"] == "preview":
         lines.append("nothing was changed; add --confirm to apply")
+    elif result["outcome"] == "noop":
+        lines.append(f"nothing to change: nothing was changed{f' ({said})' if said else ''}")
     else:
-        lines.append(result.get("detail") or result.get("message") or result["outcome"])
+        lines.append(str(said or result["outcome"]))
     return "\n".join(lines + failure_lines(result.get("checks", [])))
 
 
@@ -701,6 +703,39 @@ def _show_log_report(result: Result) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- incident actions (§5.4)
+
+
+def _sessions_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every active session")
+    which.add_argument("--user", help="one user's sessions (the value of RUNBOOK_SECURITY__SESSIONS__USER_COLUMN)")
+    which.add_argument("--ip", help="the sessions of an address or a CIDR network")
+    _action_arguments(p)
+
+
+def _sessions_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.invalidate_sessions import InvalidateSessionsParameters
+
+    scope = "all" if args.all else ("user" if args.user is not None else "ip")
+    return {"params": InvalidateSessionsParameters(scope=scope, user=args.user, ip=args.ip, **_action_request(args))}
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", type=parse_time, required=True, help="start of the range, included (no offset: RUNBOOK_TIMEZONE)")
+    p.add_argument("--until", type=parse_time, required=True, help="end of the range, excluded; not in the future")
+    p.add_argument("--source", dest="sources", action="append", default=[],
+                   help="only this source of RUNBOOK_SECURITY__LOG_EXPORT__SOURCES (repeatable; default: all)")
+    _action_arguments(p)
+
+
+def _export_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.export_security_logs import ExportSecurityLogsParameters
+
+    return {"params": ExportSecurityLogsParameters(since=team_time(args.since), until=team_time(args.until), sources=args.sources,
+                                                   **_action_request(args))}
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -765,6 +800,12 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("notify-failure", "flows/notify_failure.py:notify_failure", "what the automations run when a flow run fails",
                   _notify_failure_arguments, _notify_failure_parameters, _show_notify_failure),
 
+        Procedure("invalidate-sessions", "flows/invalidate_sessions.py:invalidate_sessions",
+                  "end active sessions: all, by user or by IP (§5.4); cannot be undone; preview unless --confirm",
+                  _sessions_arguments, _sessions_parameters, _show_action, progress=True),
+        Procedure("export-security-logs", "flows/export_security_logs.py:export_security_logs",
+                  "export the security logs of a time range to the backup store, with sha256 and row counts (§5.4)",
+                  _export_arguments, _export_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
     ]

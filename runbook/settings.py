@@ -526,6 +526,86 @@ class BlockSettings(BaseModel):
         if self.default_minutes > self.max_minutes:
             raise ValueError(f"default_minutes {self.default_minutes} is above max_minutes {self.max_minutes}")
         return self
+def _qualified_table(value: str | None) -> str | None:
+    """schema.table (public. when no schema is named); blank is unset."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    return value if "." in value else f"public.{value}"
+
+
+def _blank_is_unset(value: str | None) -> str | None:
+    return value.strip() if value and value.strip() else None
+
+
+class SessionSettings(BaseModel):
+    """``invalidate-sessions`` (§5.4): where the platform keeps its sessions. §0 names only
+    ``user_sessions (expires_at)``; the user and IP columns, and how an admin's session is
+    recognised, are the platform's own and unset until configured."""
+
+    table: str = Field("public.user_sessions", description="schema.table of the sessions (names are quoted).")
+    expiry_column: str = Field("expires_at", min_length=1, description="When a session ends; invalidating sets it to the action's time.")
+    user_column: str | None = Field(
+        None, description="The sessions' user column; needed to invalidate by user, count users and recognise admins.",
+    )
+    ip_column: str | None = Field(None, description="The sessions' client address column (inet, cidr or text); needed by IP.")
+    admin_user_ids: list[str] = Field(
+        default_factory=list, description="Users whose sessions are admin sessions (compared as text with the user column).",
+    )
+    admin_table: str | None = Field(
+        None, description="schema.table of users where an admin is marked (e.g. public.users); with ADMIN_COLUMN.",
+    )
+    admin_key_column: str = Field("id", min_length=1, description="ADMIN_TABLE's column the sessions' user column refers to.")
+    admin_column: str | None = Field(None, description="ADMIN_TABLE's column that marks an admin (e.g. role).")
+    admin_values: list[str] = Field(
+        default_factory=lambda: ["admin"], description="ADMIN_COLUMN's values (as text) that mark an admin.",
+    )
+    batch_rows: int = Field(5000, ge=1, le=100_000, description="Sessions invalidated per batch (each its own transaction).")
+    samples: int = Field(5, ge=0, le=50, description="Sample sessions shown in the preview (configured columns only).")
+
+    _tables = field_validator("table", "admin_table")(_qualified_table)
+    _columns = field_validator("user_column", "ip_column", "admin_column")(_blank_is_unset)
+
+
+def _default_export_sources() -> dict[str, SourceMapping]:
+    from runbook.security.sources import DEFAULT_SOURCES
+
+    return {
+        "auth_events": DEFAULT_SOURCES["auth"],
+        "api_requests": DEFAULT_SOURCES["api"],
+        "security_events": DEFAULT_SOURCES["security"],
+        # §0 names only created_at: the whole row is exported (no mapped fields)
+        "system_logs": SourceMapping(table="public.system_logs", time_column="created_at", fields={}),
+    }
+
+
+class LogExportSettings(BaseModel):
+    """``export-security-logs`` (§5.4, §5.1): which logs are exported to the backup store."""
+
+    sources: dict[str, SourceMapping] = Field(
+        default_factory=_default_export_sources,
+        description="name -> {table, time_column, fields}; an empty ``fields`` exports every column of the row.",
+    )
+    max_range_days: float = Field(31.0, gt=0, le=3660, description="The longest range one export may cover.")
+    fetch_rows: int = Field(5000, ge=1, le=100_000, description="Rows fetched at a time from the server-side cursor.")
+    prefix: str = Field("security-exports", min_length=1, description="Folder of the exports under the instance's in the store.")
+
+    @field_validator("sources")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("no source to export: name at least one, or unset it for the defaults")
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_-]+", name)]
+        if bad:
+            raise ValueError(f"source names become file names: {', '.join(map(repr, bad))} may hold only letters, digits, _ and -")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", value.strip("/")):
+            raise ValueError(f"{value!r}: letters, digits, _ and - in /-separated folders")
+        return value.strip("/")
 
 
 class SecuritySettings(BaseModel):
@@ -568,6 +648,8 @@ class SecuritySettings(BaseModel):
     db_access: DbAccessSettings = Field(default_factory=DbAccessSettings)
     kill_switch: KillSwitchSettings = Field(default_factory=KillSwitchSettings)
     block: BlockSettings = Field(default_factory=BlockSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    log_export: LogExportSettings = Field(default_factory=LogExportSettings)
 
 
 class DeploySettings(BaseModel):

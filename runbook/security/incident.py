@@ -40,7 +40,8 @@ def suggestions(findings: list[dict[str, Any]], offences: dict[str, int], *, bas
         out.append(Suggestion(action="block-ip", params={"ip": ip, "minutes": minutes},
                               why=f"{f['detector']} from {ip} ({f['count']} at {f['last_at']:%H:%M} UTC), offence {offences.get(ip, 1)}"))
         if sessions_by_ip:
-            out.append(Suggestion(action="invalidate-sessions", params={"ip": ip}, why=f"sessions opened from {ip}"))
+            out.append(Suggestion(action="invalidate-sessions", params={"scope": "ip", "ip": ip},
+                                  why=f"end the sessions opened from {ip} (cannot be undone)"))
     if db_roles:
         out.append(Suggestion(action="restrict-db-access", why="the application roles lose access (leaked credentials)"))
     if kill_switch:

@@ -26,8 +26,6 @@ class SourceMapping(BaseModel):
     def _one_place(self) -> "SourceMapping":
         if (self.table is None) == (self.file is None):
             raise ValueError("a source is a table or a file: set exactly one of table and file")
-        if not self.fields:
-            raise ValueError("fields: map at least one field (ip, user, success, key, status...) to a column")
         return self
 
     @property

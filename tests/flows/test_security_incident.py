@@ -49,12 +49,14 @@ def _blocks(dsn: str) -> list[tuple]:
         return conn.execute("SELECT network::text, reason, lifted_at FROM runbook_security.ip_blocklist").fetchall()
 
 
-def test_all_six_phases_with_the_answers_given_apply_only_the_typed_phrase(attacked: Any) -> None:
+def test_all_six_phases_with_the_answers_given_apply_only_the_typed_phrase(attacked: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_SECURITY__SESSIONS__IP_COLUMN", "ip")  # so ending the address's sessions is offered too
     state = _run(severity="high", scope="logins of admin accounts", contain=[f"block-ip {BRUTE}/32", "block-ip 8.8.8.8/32"],
                  root_cause="no rate limit on /login", lessons="add a rate limit")
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["offered"] == [f"block-ip {BRUTE}/32"] and result["unknown"] == ["block-ip 8.8.8.8/32"]
+    assert result["offered"][0] == f"block-ip {BRUTE}/32" and result["unknown"] == ["block-ip 8.8.8.8/32"]
+    assert len(result["offered"]) == 2 and result["offered"][1].startswith("invalidate-sessions")  # offered, not typed: not applied
     assert [a["ok"] for a in result["applied"]] == [True]
     assert result["undo"] and result["undo"][0].startswith(f"runbook unblock-ip {BRUTE}/32")
     assert [(n, r.startswith("security incident #1")) for n, r, _ in _blocks(attacked.dsn)] == [(f"{BRUTE}/32", True)]
