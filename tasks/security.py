@@ -123,34 +123,46 @@ def candidate_events(conn: psycopg.Connection[Any], mapping: SourceMapping, dete
     """The events in ``[lo, hi)`` of the groups that could fire (the filter and a
     necessary condition of the threshold run in PostgreSQL, and only groups with an event
     at or after ``since`` are new), and the detector to judge them with (its values typed
-    as the rows come back)."""
+    as the rows come back).
+
+    The table is read once: the matching rows go into a materialized CTE, grouped there
+    for the necessary condition, and the candidate groups' rows come back out of it (a
+    second scan of the range, or a hash of the groups rebuilt by every parallel worker,
+    cost two to three times as much over a week of events)."""
     schema, table = mapping.schema_table
     time = sql.Identifier(mapping.time_column)
     groups = [_column(mapping, f, detector.name) for f in detector.group_by]
     cond, cond_args = _condition(mapping, detector.where, detector.name)
+    names = list(mapping.fields)
+    keys = [sql.Identifier(f"k{i}") for i in range(len(groups))]
+    columns: list[sql.Composable] = [sql.SQL("{} AS t").format(time)]
+    columns += [sql.SQL("{} AS {}").format(g, k) for g, k in zip(groups, keys)]
+    columns += [sql.SQL("{} AS {}").format(_field(mapping.fields[n]), sql.Identifier(f"f{i}")) for i, n in enumerate(names)]
+    column_args: list[Any] = []
     need: list[sql.Composable] = []
     need_args: list[Any] = []
     if detector.distinct:
-        need.append(sql.SQL("count(DISTINCT {}) >= %s").format(_column(mapping, detector.distinct, detector.name)))
-        need_args.append(detector.threshold)
+        columns.append(sql.SQL("{} AS dv").format(_column(mapping, detector.distinct, detector.name)))
+        need.append(sql.SQL("count(DISTINCT dv) >= %s"))
     else:
         need.append(sql.SQL("count(*) >= %s"))
-        need_args.append(detector.threshold)
+    need_args.append(detector.threshold)
     if detector.ratio is not None:
         ratio_cond, ratio_args = _condition(mapping, detector.ratio_where, detector.name)
-        need.append(sql.SQL("count(*) FILTER (WHERE {}) >= %s").format(ratio_cond))
-        need_args += [*ratio_args, math.ceil(detector.threshold * detector.ratio)]
-    need.append(sql.SQL("max({}) >= %s").format(time))
+        columns.append(sql.SQL("({}) AS rw").format(ratio_cond))
+        column_args += ratio_args
+        need.append(sql.SQL("count(*) FILTER (WHERE rw) >= %s"))
+        need_args.append(math.ceil(detector.threshold * detector.ratio))
+    need.append(sql.SQL("max(t) >= %s"))
     need_args.append(since)
-    names = list(mapping.fields)
-    keys = sql.SQL(", ").join(groups)
     query = sql.SQL(
-        "WITH c AS (SELECT {keys} FROM {s}.{t} WHERE {time} >= %s AND {time} < %s AND {cond} GROUP BY {keys} HAVING {need})"
-        " SELECT {time}, {fields} FROM {s}.{t} WHERE {time} >= %s AND {time} < %s AND {cond} AND ({keys}) IN (SELECT * FROM c)"
-        " ORDER BY {time} LIMIT %s"
-    ).format(keys=keys, s=sql.Identifier(schema), t=sql.Identifier(table), time=time, cond=cond,
-             need=sql.SQL(" AND ").join(need), fields=sql.SQL(", ").join(_field(mapping.fields[n]) for n in names))
-    rows = conn.execute(query, (lo, hi, *cond_args, *need_args, lo, hi, *cond_args, limit)).fetchall()
+        "WITH m AS MATERIALIZED (SELECT {columns} FROM {s}.{tb} WHERE {time} >= %s AND {time} < %s AND {cond}),"
+        " c AS (SELECT {keys} FROM m GROUP BY {keys} HAVING {need})"
+        " SELECT t, {fields} FROM m WHERE ({keys}) IN (SELECT * FROM c) ORDER BY t LIMIT %s"
+    ).format(columns=sql.SQL(", ").join(columns), s=sql.Identifier(schema), tb=sql.Identifier(table), time=time, cond=cond,
+             keys=sql.SQL(", ").join(keys), need=sql.SQL(" AND ").join(need),
+             fields=sql.SQL(", ").join(sql.Identifier(f"f{i}") for i in range(len(names))))
+    rows = conn.execute(query, (*column_args, lo, hi, *cond_args, *need_args, limit)).fetchall()
     events = [Event.model_construct(at=row[0], fields={n: _plain(v) for n, v in zip(names, row[1:])}) for row in rows]
     judged = detector.model_copy(update={"where": _typed(mapping, detector.where), "ratio_where": _typed(mapping, detector.ratio_where)})
     return events, judged

@@ -602,6 +602,7 @@ class KillSwitchStandIn(HttpStandIn):
 KILL_SWITCH = "RUNBOOK_SECURITY__KILL_SWITCH__"
 
 
+@dataclass
 class StandIns:
     """Every channel's stand-in at once, for tests of routing and fallback."""
 
