@@ -550,7 +550,6 @@ class _SmtpHandler:
 # --- all of them -----------------------------------------------------------------------------
 
 
-@dataclass
 class KillSwitchStandIn(HttpStandIn):
     """The platform's kill switch as a KV flag behind a token (as a Cloudflare KV
     value or a Worker route would be): ``PUT /flag`` with ``{"disabled": bool}`` sets it,
