@@ -787,6 +787,10 @@ class MonitorSettings(BaseModel):
     deployment_tag: str = Field("runbook", min_length=1, description="Scheduled deployments with this tag are watched.")
     retries: int = Field(1, ge=0, le=3, description="Retries of a source that failed transiently, within one run.")
     retry_delay_seconds: float = Field(1.0, ge=0, le=30, description="Wait before such a retry.")
+    history_interval_minutes: int = Field(
+        15, ge=1, le=24 * 60, description="The metric history (performance and capacity reviews) keeps one sample per metric this often.",
+    )
+    history_days: int = Field(400, ge=1, le=3650, description="How long the metric history is kept.")
 
     @field_validator("metrics_path", "health_path")
     @classmethod

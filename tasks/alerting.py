@@ -92,6 +92,8 @@ class Alerting:
                           flap_window=timedelta(minutes=a.flap_window_minutes)),
             chain=self.chain, ack_ttl=timedelta(minutes=a.escalation.ack_minutes),
             min_interval=timedelta(seconds=a.evaluation_interval_seconds / 2), recipients=self.recipients, link=link,
+            history_every=timedelta(minutes=self.settings.monitor.history_interval_minutes),
+            history_keep=timedelta(days=self.settings.monitor.history_days),
         )
 
 
