@@ -14,7 +14,7 @@ from runbook.reports import expected_failures
 @expected_failures
 def daily_maintenance(params: PeriodParameters = PeriodParameters()) -> Any:
     """Daily maintenance (§4.1): health check (diagnose), performance report, security scan,
-    error-log review, the security watch, the backups, log rotation, cache clean-up and the
+    error-log review, the backups, log rotation, cache clean-up and the
     Workers configuration export, each a subflow or an edge task (RUNBOOK_CALENDAR__DAILY).
     A failing item never stops the rest; the run fails when a critical one failed. Then the
     daily checklist of §8: ticked from the items' results, the items only a person can

@@ -120,7 +120,6 @@ DEFAULT_DAILY = PeriodPlan(
         ("performance-report", "procedure", "performance-report", {}, False),
         ("security-scan", "procedure", "security-scan", {}, True),
         ("error-log-review", "procedure", "log-report", {"hours": 24}, False),
-        ("security-alerts", "procedure", "security-watch", {}, False),
         ("backups", "procedure", "backup-list", {}, False),
         ("log-rotation", "edge", "log-rotation", {}, False),
         ("cache-cleanup", "edge", "cache-clear", {}, False),
@@ -130,7 +129,8 @@ DEFAULT_DAILY = PeriodPlan(
         ("system up", "health-check"),
         ("error-log review", "error-log-review"),
         ("performance figures", "performance-report"),
-        ("security alerts", "security-alerts"),
+        # the watch runs every 5 minutes and alerts on its own: a person looks at the day's alerts
+        ("security alerts", None),
         ("backup ran", "backups", "backup-fresh", "25"),
         ("external API limits", "health-check", "component", "external-apis"),
         ("user-support inquiries", None),
