@@ -114,3 +114,20 @@ def test_a_recovery_from_the_cli_records_its_acceptance_test_or_says_it_was_not_
     assert params.acceptance is None and params.ask_acceptance is False  # the CLI cannot pause
     params = _recovery_parameters(argparse.Namespace(**base, accepted_by="qa", tried="login", not_accepted=True))["params"]
     assert params.acceptance.model_dump() == {"accepted": False, "accepted_by": "qa", "tried": "login"}
+
+
+def test_the_default_items_parameters_fit_their_procedures_forms() -> None:
+    """A default that the procedure's form refuses would fail its item on every run."""
+    from runbook.procedures import PROCEDURES
+
+    for plan in DEFAULT_PLANS.values():
+        for item in plan.items:
+            procedure = PROCEDURES.get(item.procedure or "")
+            if procedure is None:
+                assert item.edge or item.procedure in ("performance-report", "capacity-review"), item.name  # being built
+                continue
+            model = procedure.parameter_model()
+            if model is None:
+                assert not item.parameters, item.name
+            else:
+                model.model_validate({**item.parameters, **procedure.mode})
