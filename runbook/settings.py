@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from runbook.alerting.config import AlertSettings
+from runbook.calendar import PeriodPlan
 from runbook.cleanup import DEFAULT_POLICIES, Policy
 from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
@@ -227,6 +228,11 @@ class DisasterRecoverySettings(BaseModel):
         "market_data per symbol, a user's user_alerts, live user_sessions by default (§0's columns only).",
     )
     confirm_timeout_seconds: int = Field(3600, ge=10, description="How long a recovery waits for its typed confirmation.")
+    acceptance_timeout_seconds: int = Field(
+        8 * 3600, ge=1, le=7 * 86_400,
+        description="How long a recovery waits at its end for the user acceptance test (who accepted, what they tried); "
+        "then it is recorded as not accepted.",
+    )
     latency_regression_pct: float = Field(100.0, gt=0, description="Smoke-query slowdown vs the previous drill that is flagged.")
     latency_floor_ms: float = Field(50.0, ge=0, description="Smoke queries faster than this are never flagged (noise).")
     history: int = Field(6, ge=1, le=50, description="Drills shown side by side in the report.")
@@ -751,6 +757,65 @@ class MaintenanceSettings(BaseModel):
     )
 
 
+class EdgeCall(KillSwitchCall):
+    """An edge task outside runbook (§4): a command (argv, no shell) or an HTTP call."""
+
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    timeout_seconds: int = Field(300, ge=1, le=6 * 3600, description="Per attempt (command or request).")
+
+
+class EdgeSettings(BaseModel):
+    """The edge tasks of §4 and §6.1 that happen outside runbook; unset: the item is "not configured"."""
+
+    log_rotation: EdgeCall | None = Field(None, description="Rotates the platform's logs (§4.1), e.g. a logrotate command.")
+    cache_clear: EdgeCall | None = Field(
+        None, description="Clears the KV CACHE namespace (§4.1 cache cleanup), e.g. a wrangler command or a Cloudflare API call.",
+    )
+    workers_export: EdgeCall | None = Field(
+        None,
+        description="Prints (stdout) or answers (HTTP body) the Workers configuration (§6.1); stored beside the backups "
+        "with its sha256, read back and checked.",
+    )
+    export_prefix: str = Field("edge-config", description="Folder of the Workers configuration exports under the instance's in the store.")
+
+    @field_validator("export_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value.strip("/")) or value.strip("/").startswith("backup_"):
+            raise ValueError(f"{value!r}: one folder name of letters, digits, _ and - (not backup_...)")
+        return value.strip("/")
+
+
+def _plan(period: str) -> Any:
+    from runbook.calendar import DEFAULT_PLANS
+
+    return Field(
+        default_factory=lambda: DEFAULT_PLANS[period].model_copy(deep=True),
+        description=f"What {period}-maintenance runs (items: name, procedure or edge, parameters, critical) and its §8 "
+        "checklist (text, item or none for a person, judge, argument), as JSON.",
+    )
+
+
+class CalendarSettings(BaseModel):
+    """The operations calendar (§4.1-§4.3, §8): what each period runs and checks, the edge tasks, the checklists' history."""
+
+    daily: PeriodPlan = _plan("daily")
+    weekly: PeriodPlan = _plan("weekly")
+    monthly: PeriodPlan = _plan("monthly")
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    people_timeout_seconds: int = Field(
+        8 * 3600, ge=1, le=7 * 86_400,
+        description="How long a period's run waits in the Prefect UI for the checklist items only a person can answer; "
+        "then they are recorded as not confirmed.",
+    )
+    state_schema: str = Field(
+        "runbook_ops", min_length=1, max_length=63, description="Schema of runbook's own in the platform's database for the checklists' history.",
+    )
+
+    def plan(self, period: str) -> PeriodPlan:
+        return getattr(self, period)
+
+
 SignalSource = Literal["metrics", "health", "database", "backups", "prefect"]
 SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "prefect")
 # Where each platform metric is in the answer of /api/monitoring/metrics (the stand-in's
@@ -928,6 +993,7 @@ class RunbookSettings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
 
     @classmethod
     def settings_customise_sources(
