@@ -759,6 +759,8 @@ SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "
 PLATFORM_METRIC_FIELDS: dict[str, str] = {
     "error_rate_pct": "error_rate_pct",
     "response_time_p95_ms": "p95_ms",
+    "response_time_p50_ms": "p50_ms",
+    "throughput_rps": "requests_per_second",
     "cpu_pct": "cpu_pct",
     "memory_pct": "memory_pct",
     "disk_pct": "disk_pct",
