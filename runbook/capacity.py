@@ -29,6 +29,7 @@ from runbook.dr import GB, SIZES_OF_7_1, human_duration
 
 if TYPE_CHECKING:
     from runbook.backups import Manifest
+    from runbook.checks import CheckResult
     from runbook.dr import DrillRecord
     from runbook.settings import CapacitySettings
 
@@ -342,3 +343,94 @@ def review_window(throughput: Throughput, window: timedelta, size: MetricReview,
         detail += f". Longer than the {name} at {', '.join(misses)}"
     return WindowReview(kind=kind, window=name, throughput=throughput, limit_bytes=limit, at_sizes=at_sizes, missed=eta.status,
                         days=eta.days, detail=detail)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+# The metrics reviewed, their unit, and whose resource they are in the history:
+# "instance" (the platform's database) or "api" (the platform's metrics endpoint).
+REVIEWED: tuple[tuple[str, str, str], ...] = (
+    ("database_size_gb", "GB", "instance"),
+    ("database_connections_pct", "%", "instance"),
+    ("disk_pct", "%", "api"),
+    ("cpu_pct", "%", "api"),
+    ("memory_pct", "%", "api"),
+)
+
+
+def table_rows(history: dict[str, list[tuple[datetime, float]]], now_sizes: dict[str, int], now: datetime,
+               policy: "CapacitySettings") -> list[dict[str, object]]:
+    """The largest tables now, with their growth per day when their recorded history holds a trend."""
+    rows: list[dict[str, object]] = []
+    for name, size in sorted(now_sizes.items(), key=lambda item: (-item[1], item[0]))[: policy.top_tables]:
+        points = [(at, value / GB) for at, value in history.get(name, [])]
+        review = review_metric(name, "GB", points, [], now, policy)
+        growth = "-"
+        if review.status == "growing" and review.fit is not None:
+            growth = f"{review.fit.slope_per_day * 1000:,.2f} MB/day (r² {review.fit.r2 or 0:.2f})"
+        rows.append({"table": name, "size_mb": round(size / 1e6, 2), "readings": review.points, "status": review.status,
+                     "growth": growth, "detail": review.detail})
+    return rows
+
+
+def status_rows(reviews: Sequence[MetricReview], zone: str) -> list[dict[str, object]]:
+    """The table artifact: one row per metric and threshold."""
+    from runbook.times import show
+
+    rows: list[dict[str, object]] = []
+    for review in reviews:
+        for eta in review.etas:
+            rows.append({
+                "metric": review.metric, "current": "-" if review.current is None else f"{review.current:,.2f} {review.unit}",
+                "threshold": f"{eta.threshold.value:g} {review.unit} {eta.threshold.label} ({eta.threshold.source})",
+                "status": eta.status,
+                "days": "-" if eta.days is None else f"{eta.days:.0f}",
+                "on": "-" if eta.on is None else show(eta.on, zone, "minutes")[:10],
+                "slope_per_day": "-" if review.fit is None else f"{review.fit.slope_per_day:+.4g}",
+                "r2": "-" if review.r2 is None else f"{review.r2:.2f}",
+                "points": review.points, "detail": eta.detail,
+            })
+    return rows
+
+
+def review_checks(reviews: Sequence[MetricReview], scale: ScaleUp, windows: Sequence[WindowReview], horizon_days: int) -> list["CheckResult"]:
+    """Warnings only: a review that sees trouble coming has done its job."""
+    from runbook.checks import CheckResult
+
+    checks = []
+    for review in reviews:
+        soon = [e for e in review.etas if e.status == "over" or (e.status == "growing" and (e.days or 0) <= horizon_days)]
+        checks.append(CheckResult(name=f"capacity:{review.metric}", ok=not soon, critical=False,
+                                  detail=(soon[0].detail if soon else f"{review.status}: {review.detail}")))
+    checks.append(CheckResult(name="capacity:scale-up", ok=not scale.now and not (scale.days is not None and scale.days <= horizon_days),
+                              critical=False, detail=scale.detail))
+    for window in windows:
+        at_risk = window.missed == "over" or (window.missed == "growing" and (window.days or 0) <= horizon_days)
+        checks.append(CheckResult(name=f"capacity:{window.kind}-{window.window.split()[0].lower()}", ok=not at_risk,
+                                  critical=False, detail=window.detail))
+    return checks
+
+
+def review_markdown(report: dict[str, object], status_table: list[dict[str, object]], chart: str, checks_table: str) -> str:
+    """The markdown artifact: the chart, the thresholds, the scale-up signal, the windows, the tables."""
+    lines = [f"# Capacity review of {report['instance']}: {report.get('outcome', '')}", "",
+             f"History from {report['since']} to {report['until']}; trends need {report['policy']}.", "", chart, "",
+             "## Thresholds (§7.1-§7.2)", "", "| metric | current | threshold | status | days | on | slope/day | r² | points |",
+             "|---|---:|---|---|---:|---|---:|---:|---:|"]
+    for row in status_table:
+        lines.append(f"| {row['metric']} | {row['current']} | {row['threshold']} | {row['status']} | {row['days']} | {row['on']} "
+                     f"| {row['slope_per_day']} | {row['r2']} | {row['points']} |")
+    lines += ["", f"**Scale-up signal (§7.2):** {report['scale_up']['detail']}", "", "## Backup and restore against RPO and RTO (§6.3)", ""]  # type: ignore[index]
+    for window in report["windows"]:  # type: ignore[attr-defined]
+        lines += [f"**{window['window']}** ({window['kind']}, {window['throughput']['detail']}): {window['detail']}", "",
+                  "| size | GB | duration | within? |", "|---|---:|---:|---|"]
+        for d in window["at_sizes"]:
+            within = "-" if d["ok"] is None else ("yes" if d["ok"] else "**no**")
+            lines.append(f"| {d['label']} | {d['size_bytes'] / GB:,.1f} | {'-' if d['seconds'] is None else human_duration(d['seconds'])} | {within} |")
+        lines.append("")
+    lines += ["## Largest tables", "", "| table | MB | readings | growth |", "|---|---:|---:|---|"]
+    for row in report["tables"]:  # type: ignore[attr-defined]
+        lines.append(f"| `{row['table']}` | {row['size_mb']:,.2f} | {row['readings']} | {row['growth'] if row['status'] == 'growing' else row['status']} |")
+    lines += ["", "## Checks", "", checks_table]
+    return "\n".join(lines)

@@ -367,6 +367,37 @@ def _show_watch(result: Result) -> str:
     return "\n".join(lines + failure_lines(result["checks"]))
 
 
+# --------------------------------------------------------------------------- performance and capacity (§4, §7)
+
+
+def _capacity_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--end", type=parse_time, help="review as of this time (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _capacity_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.capacity_review import CapacityReviewParameters
+
+    return {"params": CapacityReviewParameters(end=team_time(args.end))}
+
+
+def _show_capacity(result: Result) -> str:
+    lines = [f"capacity review of {result['instance']} ({result['since']} to {result['until']}): {result['outcome'].upper()}"]
+    for metric, review in result["metrics"].items():
+        ahead = "; ".join(
+            f"{t['value']:g} {t['label']}: {t['status']}" + (f" in {t['days']:.0f} days" if t["status"] == "growing" else "")
+            for t in review["thresholds"]
+        )
+        current = "-" if review["current"] is None else f"{review['current']:,.2f}"
+        lines.append(f"  {metric:<26} {current:>10}  {review['status']:<17} {ahead}")
+    lines.append(f"  scale-up (§7.2): {result['scale_up']['detail']}")
+    for window in result["windows"]:
+        lines.append(f"  {window['window']}: {window['detail']}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- incident actions (§5.4)
 
 
@@ -808,5 +839,8 @@ PROCEDURES: dict[str, Procedure] = {
                   _export_arguments, _export_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
+        Procedure("capacity-review", "flows/capacity_review.py:capacity_review",
+                  "capacity-plan review: trends, days to the §7.1-7.2 thresholds, scale-up, RPO/RTO at the projected size (§7, §4.3)",
+                  _capacity_arguments, _capacity_parameters, _show_capacity),
     ]
 }
