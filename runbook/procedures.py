@@ -370,6 +370,35 @@ def _show_watch(result: Result) -> str:
 # --------------------------------------------------------------------------- performance and capacity (§4, §7)
 
 
+def _performance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--period", choices=["day", "week", "month"], default="week", help="the period, against the one before (default week)")
+    p.add_argument("--end", type=parse_time, help="end of the period (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _performance_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.performance_report import PerformanceReportParameters
+
+    return {"params": PerformanceReportParameters(period=args.period, end=team_time(args.end))}
+
+
+def _show_performance(result: Result) -> str:
+    from runbook.performance import Change
+
+    lines = [f"performance report of {result['instance']}, {result['period']} {result['start']} to {result['end']}: {result['outcome'].upper()}"]
+    for metric, figures in result["history"].items():
+        shown = Change(**figures["mean"]).text if figures["current"]["mean"] is not None else figures["status"]
+        lines.append(f"  {metric:<22} mean {shown}")
+    lines.append(f"  throughput (§7.1): {result['throughput']}")
+    if result["endpoint_field"] is None:
+        lines.append("  per endpoint: none (RUNBOOK_PERFORMANCE__ENDPOINT=none)")
+    for row in result["endpoints"]:
+        lines.append(f"  {str(row['endpoint'])[:40]:<40} {row['rows']:>8} rows  p50 {Change(**row['p50_ms']).text}  p95 {Change(**row['p95_ms']).text}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
 def _capacity_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", type=parse_time, help="review as of this time (default: now; no offset: RUNBOOK_TIMEZONE)")
 
@@ -839,6 +868,9 @@ PROCEDURES: dict[str, Procedure] = {
                   _export_arguments, _export_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
+        Procedure("performance-report", "flows/performance_report.py:performance_report",
+                  "p50/p95, error rate and req/s of a day/week/month against the previous, per endpoint (§4.1, §8, §7.1)",
+                  _performance_arguments, _performance_parameters, _show_performance),
         Procedure("capacity-review", "flows/capacity_review.py:capacity_review",
                   "capacity-plan review: trends, days to the §7.1-7.2 thresholds, scale-up, RPO/RTO at the projected size (§7, §4.3)",
                   _capacity_arguments, _capacity_parameters, _show_capacity),
