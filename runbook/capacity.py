@@ -406,7 +406,9 @@ def review_checks(reviews: Sequence[MetricReview], scale: ScaleUp, windows: Sequ
     checks.append(CheckResult(name="capacity:scale-up", ok=not scale.now and not (scale.days is not None and scale.days <= horizon_days),
                               critical=False, detail=scale.detail))
     for window in windows:
-        at_risk = window.missed == "over" or (window.missed == "growing" and (window.days or 0) <= horizon_days)
+        # §7.1's projected 1 TB counts too: the review must say a full dump will not fit before the database gets there
+        at_risk = (window.missed == "over" or (window.missed == "growing" and (window.days or 0) <= horizon_days)
+                   or any(d.ok is False for d in window.at_sizes))
         checks.append(CheckResult(name=f"capacity:{window.kind}-{window.window.split()[0].lower()}", ok=not at_risk,
                                   critical=False, detail=window.detail))
     return checks

@@ -50,8 +50,10 @@ def capacity_chart(reviews: Sequence["MetricReview"], points: dict[str, list[tup
     believed: growing), and its thresholds; the status in the panel's title."""
     plt = _pyplot()
     rows = max(1, len(reviews))
-    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.3 * rows), squeeze=False)
+    # one time axis for every panel: from the oldest sample to the horizon
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.1 * rows), squeeze=False, sharex=True, layout="constrained")
     end = now + timedelta(days=horizon_days)
+    oldest = min((at for review in reviews for at, _ in points.get(review.metric, [])), default=now - timedelta(days=30))
     for ax, review in zip(axes[:, 0], reviews, strict=False):
         history = points.get(review.metric, [])
         if history:
@@ -69,6 +71,7 @@ def capacity_chart(reviews: Sequence["MetricReview"], points: dict[str, list[tup
         ax.tick_params(labelsize=7)
         if not history:
             ax.text(0.5, 0.5, "insufficient data: no history", transform=ax.transAxes, ha="center", fontsize=9)
+    axes[0, 0].set_xlim(oldest, end)
     fig.autofmt_xdate()
     return _png(fig)
 
@@ -79,7 +82,7 @@ def period_chart(series: dict[str, tuple[list[tuple[float, float]], list[tuple[f
     (hours from the period's start); ``lines`` are reference levels (§7.1's 100 and 1000 req/s)."""
     plt = _pyplot()
     rows = max(1, len(series))
-    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.0 * rows), squeeze=False, sharex=True, layout="constrained")
     for ax, (metric, (current, previous)) in zip(axes[:, 0], series.items(), strict=False):
         if previous:
             ax.plot([h for h, _ in previous], [v for _, v in previous], "-", color="tab:grey", linewidth=0.8, label=f"previous {period}")
@@ -91,7 +94,8 @@ def period_chart(series: dict[str, tuple[list[tuple[float, float]], list[tuple[f
         if not current and not previous:
             ax.text(0.5, 0.5, "insufficient data: no samples", transform=ax.transAxes, ha="center", fontsize=9)
         ax.set_title(metric, fontsize=9, loc="left")
-        ax.set_xlabel("hours from the period's start", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper right") if current or previous else None
+        if current or previous:
+            ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("hours from the period's start", fontsize=7)
     return _png(fig)

@@ -21,7 +21,6 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from runbook.checks import CheckResult
-    from runbook.settings import PerformanceSettings
 
 INSUFFICIENT = "insufficient data"
 THROUGHPUT_MINIMUM = 100.0  # §7.1: req/s

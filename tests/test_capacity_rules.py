@@ -11,7 +11,7 @@ import pytest
 
 from runbook import capacity
 from runbook.backups import BackupStatus, Manifest
-from runbook.capacity import THRESHOLDS, Threshold, fit_line, review_metric, review_window, scale_up_signal
+from runbook.capacity import THRESHOLDS, fit_line, review_metric, review_window, scale_up_signal
 from runbook.dr import GB, DrillRecord, Verdict
 from runbook.settings import CapacitySettings
 
@@ -85,9 +85,9 @@ def test_a_metric_already_over_its_threshold_says_so_and_the_next_threshold_is_p
     assert warning.status == "over" and warning.days == 0
     assert critical.status == "growing" and critical.days == pytest.approx(10.0, abs=0.6)
     assert review.status == "over"
-    # "over" is the current value, even when the history is too short for a trend
+    # a day of history is too short to say anything, even "over" (one bad day is not a capacity trend)
     short = review_metric("disk_pct", "%", series(1, 95.0, 0.0), THRESHOLDS["disk_pct"], NOW, POLICY)
-    assert short.status == "insufficient data"  # the honest answer: too short to tell anything, even "over"
+    assert short.status == "insufficient data"
 
 
 def test_the_scale_up_signal_needs_cpu_and_memory_over_80() -> None:
@@ -146,3 +146,16 @@ def test_an_hourly_full_dump_of_1_tb_misses_the_rpo_and_the_review_says_when_the
                          timedelta(hours=1), size, NOW, POLICY)
     assert none.missed is None and all(d.ok is None for d in none.at_sizes) and "insufficient data" in none.detail
     assert math.isclose(size.current or 0, 34.875, abs_tol=0.2)
+
+
+def test_the_checks_warn_of_a_window_that_1_tb_would_miss_even_when_the_trend_is_far_from_it() -> None:
+    flat = review_metric("database_size_gb", "GB", series(30, 20.0, 0.0), DB80, NOW, POLICY)
+    fast = capacity.Throughput(kind="backup", runs=1, bytes_per_second=400e6, detail="400 MB/s")  # 1.44 TB an hour
+    slow = fast.model_copy(update={"bytes_per_second": 50e6})
+    scale = scale_up_signal(None, None)
+
+    def rpo_ok(rate: capacity.Throughput) -> bool:
+        window = review_window(rate, timedelta(hours=1), flat, NOW, POLICY)
+        return {c.name: c.ok for c in capacity.review_checks([flat], scale, [window], POLICY.horizon_days)}["capacity:backup-rpo"]
+
+    assert rpo_ok(fast) and not rpo_ok(slow)

@@ -66,3 +66,17 @@ def test_endpoints_with_too_few_timed_rows_have_no_percentiles() -> None:
     assert overall["endpoint"] == "(all rows)" and overall["p95_ms"]["change"] == 10 and overall["error_pct"]["change"] == pytest.approx(-5.0)
     assert health["p95_ms"]["current"] is None and health["note"].startswith("insufficient data: 5 rows")
     assert health["previous_rows"] == 0
+
+
+def test_the_endpoint_field_is_checked_against_the_log_table_and_none_means_no_breakdown() -> None:
+    from runbook.errors import ConfigError
+    from runbook.logs import resolve_endpoint
+    from runbook.settings import LogsSettings
+
+    columns = {"level": "text", "message": "text", "context": "jsonb", "path": "text", "created_at": "timestamp with time zone"}
+    logs = LogsSettings()
+    assert resolve_endpoint("none", logs, columns) is None
+    assert resolve_endpoint("path", logs, columns).display == "path"  # type: ignore[union-attr]
+    assert resolve_endpoint("context.request.path", logs, columns).path == ("request", "path")  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="RUNBOOK_PERFORMANCE__ENDPOINT: public.system_logs has no column 'route'"):
+        resolve_endpoint("route", logs, columns)
