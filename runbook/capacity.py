@@ -310,7 +310,7 @@ def review_window(throughput: Throughput, window: timedelta, size: MetricReview,
     window holds (a threshold on database_size_gb, with the same honest rules)."""
     kind = throughput.kind
     horizon = policy.horizon_days
-    name = f"{'RPO' if kind == 'backup' else 'RTO'} {human_duration(window.total_seconds())}"
+    name = f"{'RPO' if kind == 'backup' else 'RTO'} {window.total_seconds() / 3600:g} h"
     what = "an hourly full dump" if kind == "backup" else "a restore"
     seconds_window = window.total_seconds()
     sizes: list[tuple[str, float]] = []
@@ -340,7 +340,7 @@ def review_window(throughput: Throughput, window: timedelta, size: MetricReview,
         detail = f"{what} fits the {name} up to {limit_gb:,.1f} GB; when the database gets there: {eta.status} ({eta.detail})"
     misses = [f"{d.label} ({d.size_bytes / GB:,.0f} GB: {human_duration(d.seconds or 0)})" for d in at_sizes if d.ok is False]
     if misses:
-        detail += f". Longer than the {name} at {', '.join(misses)}"
+        detail += f". Longer than the {name}: {', '.join(misses)}"
     return WindowReview(kind=kind, window=name, throughput=throughput, limit_bytes=limit, at_sizes=at_sizes, missed=eta.status,
                         days=eta.days, detail=detail)
 
@@ -387,8 +387,9 @@ def status_rows(reviews: Sequence[MetricReview], zone: str) -> list[dict[str, ob
                 "status": eta.status,
                 "days": "-" if eta.days is None else f"{eta.days:.0f}",
                 "on": "-" if eta.on is None else show(eta.on, zone, "minutes")[:10],
-                "slope_per_day": "-" if review.fit is None else f"{review.fit.slope_per_day:+.4g}",
-                "r2": "-" if review.r2 is None else f"{review.r2:.2f}",
+                # a fit on too little data is no trend: not shown
+                "slope_per_day": "-" if review.fit is None or not review.enough else f"{review.fit.slope_per_day:+.4g}",
+                "r2": "-" if review.r2 is None or not review.enough else f"{review.r2:.2f}",
                 "points": review.points, "detail": eta.detail,
             })
     return rows

@@ -133,7 +133,7 @@ def test_an_hourly_full_dump_of_1_tb_misses_the_rpo_and_the_review_says_when_the
     assert by_label["now"].ok is True and by_label["§7.1 now"].ok is True
     assert by_label["§7.1 projected"].ok is False and by_label["§7.1 projected"].seconds == pytest.approx(20_000)
     assert rpo.missed == "growing" and rpo.days == pytest.approx(290.0, abs=1)  # (180 - 35) / 0.5
-    assert "1,000 GB" in rpo.detail and "RPO 1h" in rpo.detail
+    assert "1,000 GB" in rpo.detail and "RPO 1 h" in rpo.detail
     # a restore at the same rate holds 720 GB in the RTO of 4 hours
     rto = review_window(rate.model_copy(update={"kind": "restore"}), timedelta(hours=4), size, NOW, POLICY)
     assert rto.limit_bytes == pytest.approx(720 * GB) and {d.label: d.ok for d in rto.at_sizes}["§7.1 projected"] is False

@@ -15,6 +15,7 @@ from flows.capacity_review import CapacityReviewParameters, capacity_review
 from runbook.alerting.model import Sample
 from runbook.backups import BackupStatus, Manifest, manifest_key
 from runbook.dr import DrillRecord, Verdict
+from runbook.procedures import PROCEDURES
 from runbook.reports import artifact_key
 from tasks import alertstate
 from tasks.backups import drill_key
@@ -99,3 +100,7 @@ def test_the_review_projects_the_thresholds_the_scale_up_and_the_rpo_from_the_hi
     assert table is not None and "database_size_gb" in str(table.data)
     png = Path(platform.store_url) / report["chart"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # what the CLI prints of it
+    shown = PROCEDURES["capacity-review"].show(report)
+    assert "database_size_gb" in shown and "growing in 90 days" in shown and "scale up now" in shown and "RPO 1 h" in shown
