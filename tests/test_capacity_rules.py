@@ -159,3 +159,11 @@ def test_the_checks_warn_of_a_window_that_1_tb_would_miss_even_when_the_trend_is
         return {c.name: c.ok for c in capacity.review_checks([flat], scale, [window], POLICY.horizon_days)}["capacity:backup-rpo"]
 
     assert rpo_ok(fast) and not rpo_ok(slow)
+
+
+def test_the_charts_kept_beside_the_backups_are_never_taken_for_orphans_of_a_backup() -> None:
+    from runbook.backups import orphaned_keys
+
+    keys = ["i/reports/capacity-review_20261201_000000.png", "i/reports/performance-report_week_20261201_000000.png",
+            "i/backup_20261201_000000.dump"]
+    assert orphaned_keys(keys) == ["i/backup_20261201_000000.dump"]  # only the dump without its manifest
