@@ -117,7 +117,7 @@ def _entries(*rows: tuple[Any, ...]) -> list[ChecklistEntry]:
 DEFAULT_DAILY = PeriodPlan(
     items=_items(
         ("health-check", "procedure", "diagnose", {"component": "all"}, True),
-        ("performance-report", "procedure", "performance-report", {}, False),
+        ("performance-report", "procedure", "performance-report", {"period": "day"}, False),
         ("security-scan", "procedure", "security-scan", {}, True),
         ("error-log-review", "procedure", "log-report", {"hours": 24}, False),
         ("backups", "procedure", "backup-list", {}, False),
@@ -143,7 +143,7 @@ DEFAULT_WEEKLY = PeriodPlan(
         ("dependency-audit", "procedure", "security-scan", {}, True),
         ("db-maintenance", "procedure", "db-maintenance", {"vacuum": True, "apply": False}, True),
         ("backup-verify", "procedure", "backup-verify", {"deep": False}, True),
-        ("performance-report", "procedure", "performance-report", {}, False),
+        ("performance-report", "procedure", "performance-report", {"period": "week"}, False),
         ("performance-test", "procedure", "deploy-verify", {"environment": "production", "rollback": False}, False),
     ),
     checklist=_entries(

@@ -382,6 +382,66 @@ def _show_watch(result: Result) -> str:
     return "\n".join(lines + failure_lines(result["checks"]))
 
 
+# --------------------------------------------------------------------------- performance and capacity (§4, §7)
+
+
+def _performance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--period", choices=["day", "week", "month"], default="week", help="the period, against the one before (default week)")
+    p.add_argument("--end", type=parse_time, help="end of the period (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _performance_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.performance_report import PerformanceReportParameters
+
+    return {"params": PerformanceReportParameters(period=args.period, end=team_time(args.end))}
+
+
+def _show_performance(result: Result) -> str:
+    from runbook.performance import Change
+
+    lines = [f"performance report of {result['instance']}, {result['period']} {result['start']} to {result['end']}: {result['outcome'].upper()}"]
+    for metric, figures in result["history"].items():
+        shown = Change(**figures["mean"]).text if figures["current"]["mean"] is not None else figures["status"]
+        lines.append(f"  {metric:<22} mean {shown}")
+    lines.append(f"  throughput (§7.1): {result['throughput']}")
+    if result["endpoint_field"] is None:
+        lines.append("  per endpoint: none (RUNBOOK_PERFORMANCE__ENDPOINT=none)")
+    for row in result["endpoints"]:
+        lines.append(f"  {str(row['endpoint'])[:40]:<40} {row['rows']:>8} rows  p50 {Change(**row['p50_ms']).text}  p95 {Change(**row['p95_ms']).text}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
+def _capacity_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--end", type=parse_time, help="review as of this time (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _capacity_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.capacity_review import CapacityReviewParameters
+
+    return {"params": CapacityReviewParameters(end=team_time(args.end))}
+
+
+def _show_capacity(result: Result) -> str:
+    lines = [f"capacity review of {result['instance']} ({result['since']} to {result['until']}): {result['outcome'].upper()}"]
+    for metric, review in result["metrics"].items():
+        ahead = "; ".join(
+            f"{t['value']:g} {t['label']}: {t['status']}" + (f" in {t['days']:.0f} days" if t["status"] == "growing" else "")
+            for t in review["thresholds"]
+        )
+        current = "-" if review["current"] is None else f"{review['current']:,.2f}"
+        lines.append(f"  {metric:<26} {current:>10}  {review['status']:<17} {ahead}")
+    lines.append(f"  scale-up (§7.2): {result['scale_up']['detail']}")
+    for window in result["windows"]:
+        lines.append(f"  {window['window']}: {window['detail']}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- incident actions (§5.4)
 
 
@@ -888,5 +948,11 @@ PROCEDURES: dict[str, Procedure] = {
                   _period_arguments, _period_parameters, _show_period),
         Procedure("checklist", "flows/checklist.py:checklist", "the latest daily, weekly or monthly checklist (§8)",
                   _checklist_arguments, _checklist_parameters, _show_checklist),
+        Procedure("performance-report", "flows/performance_report.py:performance_report",
+                  "p50/p95, error rate and req/s of a day/week/month against the previous, per endpoint (§4.1, §8, §7.1)",
+                  _performance_arguments, _performance_parameters, _show_performance),
+        Procedure("capacity-review", "flows/capacity_review.py:capacity_review",
+                  "capacity-plan review: trends, days to the §7.1-7.2 thresholds, scale-up, RPO/RTO at the projected size (§7, §4.3)",
+                  _capacity_arguments, _capacity_parameters, _show_capacity),
     ]
 }

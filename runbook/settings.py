@@ -824,6 +824,8 @@ SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "
 PLATFORM_METRIC_FIELDS: dict[str, str] = {
     "error_rate_pct": "error_rate_pct",
     "response_time_p95_ms": "p95_ms",
+    "response_time_p50_ms": "p50_ms",
+    "throughput_rps": "requests_per_second",
     "cpu_pct": "cpu_pct",
     "memory_pct": "memory_pct",
     "disk_pct": "disk_pct",
@@ -920,6 +922,46 @@ class LogsSettings(BaseModel):
         return [level.strip().upper() for level in value]
 
 
+class PerformanceSettings(BaseModel):
+    """The performance report (§4.1-§4.2, §7.1): the monitor's history of the platform's
+    metrics and, per endpoint where the log rows carry one, response-time percentiles
+    from the log table of RUNBOOK_LOGS__* (its response_time field)."""
+
+    endpoint: str = Field(
+        "none", description="The endpoint (path) of a log row: a column or a json path (context.path); none: no per-endpoint breakdown.",
+    )
+    top_endpoints: int = Field(20, ge=1, le=500, description="Endpoints shown, the busiest first.")
+    min_samples: int = Field(
+        4, ge=1, description="Fewer monitor samples than this in a period: insufficient data (4 = one hour at 15 minutes).",
+    )
+    min_rows: int = Field(20, ge=1, description="Fewer log rows with a response time than this in a period (or endpoint): insufficient data.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: name a column, a json path (column.key), or none")
+        return value.strip()
+
+
+class CapacitySettings(BaseModel):
+    """The capacity review (§7): how much history a trend needs before it is believed."""
+
+    history_days: int = Field(90, ge=1, le=3650, description="Days of metric history the trends are fitted on.")
+    min_points: int = Field(10, ge=2, description="Fewer points than this: insufficient data.")
+    min_days: float = Field(7.0, gt=0, description="Points spread over fewer days than this: insufficient data.")
+    min_r2: float = Field(0.5, ge=0, le=1, description="A fit with r² below this predicts nothing: insufficient data.")
+    flat_tolerance_pct: float = Field(
+        1.0, ge=0, le=100, description="Every value within this % of the mean: flat, not growing.",
+    )
+    recent_hours: float = Field(
+        24.0, gt=0, description="The current value is the mean of this many last hours of samples (one sample spikes).",
+    )
+    horizon_days: int = Field(365, ge=1, le=3650, description="How far ahead sizes and durations are projected (the chart's end).")
+    table_history_days: int = Field(400, ge=1, le=3650, description="How long the recorded table sizes are kept.")
+    top_tables: int = Field(20, ge=1, le=500, description="Tables shown, the largest first.")
+
+
 class RunbookSettings(BaseSettings):
     """Every setting of runbook. Environment variables carry the ``RUNBOOK_`` prefix;
     nested sections use ``__`` (``RUNBOOK_RETENTION__HOURLY=48``)."""
@@ -992,6 +1034,8 @@ class RunbookSettings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
+    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
 

@@ -501,3 +501,11 @@ def open_backup_store(url: str, s3_endpoint_url: str | None = None, part_size_mb
     get_run_logger().info("Opening the backup store %s", store.url)
     check_store(store)
     return store
+
+
+@task(name="store-report", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def store_report(store: BackupStore, key: str, data: bytes) -> str:
+    """Keep a report file (a review's chart) in the backup store beside the backups, to download."""
+    store.put_bytes(key, data)
+    get_run_logger().info("Stored %s (%d bytes) in %s", key, len(data), store.url)
+    return key
