@@ -751,6 +751,17 @@ class MaintenanceSettings(BaseModel):
     )
 
 
+class HeavyJobsSettings(BaseModel):
+    """The heavy jobs on one database (backup, db-maintenance, data-cleanup, dr-drill,
+    disaster-recovery) take its one slot, the global concurrency limit runbook-db-<instance>."""
+
+    wait_seconds: float = Field(
+        900.0, ge=1,
+        description="How long a heavy job waits for its database's slot while another heavy job holds it; "
+        "then it fails naming the holder.",
+    )
+
+
 SignalSource = Literal["metrics", "health", "database", "backups", "prefect"]
 SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "prefect")
 # Where each platform metric is in the answer of /api/monitoring/metrics (the stand-in's
@@ -920,6 +931,7 @@ class RunbookSettings(BaseSettings):
     certs: CertSettings = Field(default_factory=CertSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    heavy_jobs: HeavyJobsSettings = Field(default_factory=HeavyJobsSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
