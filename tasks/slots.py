@@ -31,7 +31,8 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from runbook.errors import ConcurrencyError
 
 SLOTS = 1  # a new limit's size: one heavy job per database at a time
-LEASE_SECONDS = 300.0  # renewed while held; a crashed holder's slot comes back after this
+# renewed while held; a killed holder's slot comes back after this (60 s: the server's minimum)
+LEASE_SECONDS = 60.0
 NOT_FINAL = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
 
 
@@ -42,6 +43,15 @@ def limit_name(instance: str) -> str:
 
 def holder_tag(instance: str) -> str:
     return f"db-slot:{instance}"
+
+
+def free_slots(client: Any, instance: str) -> None:
+    """Give every slot of the database's limit back now (what an operator does after a
+    holder was killed, instead of waiting for its lease: ``prefect gcl update
+    runbook-db-<instance> --active-slots 0``)."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    client.update_global_concurrency_limit(limit_name(instance), GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def ensure_limit(client: Any, name: str) -> int:
@@ -93,6 +103,17 @@ def _retag(client: Any, run_id: str, tag: str, *, add: bool) -> None:
         client.update_flow_run(UUID(run_id), tags=sorted(wanted))
 
 
+def _logger() -> Any:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("runbook.slots")
+
+
 @contextmanager
 def database_slot(instance: str, *, job: str, wait_seconds: float) -> Iterator[None]:
     """Hold the database's heavy-job slot for the block: wait up to ``wait_seconds``
@@ -106,6 +127,7 @@ def database_slot(instance: str, *, job: str, wait_seconds: float) -> Iterator[N
     with get_client(sync_client=True) as client:
         slots = ensure_limit(client, name)
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(run_id)) if run_id else None
+    _logger().info("Taking the heavy-job slot %s (%d slot(s); waiting up to %g s while another heavy job holds it)", name, slots, wait_seconds)
     stack = ExitStack()
     try:
         stack.enter_context(
