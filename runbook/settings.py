@@ -762,6 +762,18 @@ class HeavyJobsSettings(BaseModel):
     )
 
 
+class ServerSettings(BaseModel):
+    """``runbook server``: the local Prefect server under RUNBOOK_HOME that the CLI shares."""
+
+    host: str = Field("127.0.0.1", description="Address the local Prefect server listens on (API and UI).")
+    port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server (API and UI).")
+    workers: int = Field(1, ge=1, le=16, description="Process workers runbook server starts on prefect.yaml's work pool.")
+    startup_timeout_seconds: float = Field(180.0, gt=0, description="How long runbook server start waits for the server to answer.")
+    scheduler: bool = Field(
+        True, description="Run prefect.yaml's schedules (false: the deployments show their schedules, but only runs started by hand happen)."
+    )
+
+
 SignalSource = Literal["metrics", "health", "database", "backups", "prefect"]
 SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "prefect")
 # Where each platform metric is in the answer of /api/monitoring/metrics (the stand-in's
@@ -932,6 +944,7 @@ class RunbookSettings(BaseSettings):
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     heavy_jobs: HeavyJobsSettings = Field(default_factory=HeavyJobsSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
