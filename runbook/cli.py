@@ -235,13 +235,15 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
             if not as_json:
                 print(_show_server(payload))
             return emit(payload, EXIT_OK)
+        if args.procedure != "sandbox":
+            from runbook.server import use_if_running
+
+            use_if_running(settings)  # `runbook server` runs: the runs (and Variable reads) go there
         # read-only commands answer without a flow run, so without Prefect at all
         answered = _direct(args)
         if answered is None and args.procedure != "sandbox":
             from runbook.logconfig import configure
-            from runbook.server import use_if_running
 
-            use_if_running(settings)  # `runbook server` runs: the runs are recorded there
             configure(settings)  # every record of the runs to come: secrets masked, JSON if asked
         if args.procedure == "sandbox":
             payload = _sandbox(args)

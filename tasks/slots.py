@@ -131,7 +131,10 @@ def database_slot(instance: str, *, job: str, wait_seconds: float) -> Iterator[N
     stack = ExitStack()
     try:
         stack.enter_context(
-            concurrency(name, occupy=1, timeout_seconds=wait_seconds, lease_duration=LEASE_SECONDS, strict=True, holder=holder)
+            # strict: a missing limit is an error, never "unlimited"; but a failed lease
+            # renewal (a busy SQLite server answers 503) must not kill a half-done dump
+            concurrency(name, occupy=1, timeout_seconds=wait_seconds, lease_duration=LEASE_SECONDS, strict=True, holder=holder,
+                        raise_on_lease_renewal_failure=False)
         )
     except AcquireConcurrencySlotTimeoutError:
         with get_client(sync_client=True) as client:
