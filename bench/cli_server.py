@@ -61,6 +61,7 @@ def environment(port: int) -> dict[str, str]:
         RUNBOOK_SERVER__SCHEDULER="false",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_HOME=str(WORK / "prefect-client"),  # the temporary server's database here, not ~/.prefect
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",  # as the CLI sets it (the old backup-list runs the flow bare)
     )
     return env
 
