@@ -12,7 +12,9 @@ typed confirmation. Both follow the same steps:
 5. test every function (the platform's key reads, and its HTTP checks when configured)
 
 then the post-recovery checks (health, performance against the previous drill,
-security). A failed phase stops the ones after it.
+security). A failed phase stops the ones after it. A recovery ends with the user
+acceptance test: who accepted and what they tried, given as a parameter or asked in the
+Prefect UI (no answer in time: recorded as not accepted), kept in the report and history.
 """
 
 from __future__ import annotations
@@ -92,6 +94,27 @@ class DrParameters(BaseModel):
         None,
         description="Recover: the recovery target's database name, typed to confirm. Unset: the run pauses and asks in the UI.",
     )
+    acceptance: "UserAcceptance | None" = Field(
+        None, description="Recover: the user acceptance test's answer (§6.4). Unset: the run asks in the UI at its end.",
+    )
+    ask_acceptance: bool = Field(
+        True, description="Recover: without an acceptance answer, pause and ask in the UI (the CLI cannot: not accepted).",
+    )
+
+
+class UserAcceptance(BaseModel):
+    """The user acceptance test that ends a recovery (§6.4): who accepted, what they tried."""
+
+    accepted: bool = Field(True, description="Did the users accept the recovered platform?")
+    accepted_by: str = Field(min_length=1, description="Who accepted (or refused) it.")
+    tried: str = Field(min_length=1, description="What they tried (logins, payments, alerts...).")
+
+
+class AcceptanceInput(UserAcceptance, RunInput):
+    """Typed answer of the user acceptance test."""
+
+
+DrParameters.model_rebuild()
 
 
 class Confirmation(RunInput):
@@ -133,8 +156,8 @@ def check_parameters(params: DrParameters, settings: RunbookSettings, started_at
     if params.backup_id and params.at:
         raise ConfigError("give backup_id or at, not both")
     if params.mode is Mode.DRILL:
-        if params.incident_at or params.confirm or params.replace:
-            raise ConfigError("incident_at, confirm and replace apply to mode=recover; a drill's incident is its start")
+        if params.incident_at or params.confirm or params.replace or params.acceptance:
+            raise ConfigError("incident_at, confirm, replace and acceptance apply to mode=recover; a drill's incident is its start")
         return started_at
     if params.keep_restored:
         raise ConfigError("keep_restored applies to drills: a recovery always keeps what it restored")
@@ -207,6 +230,38 @@ def confirm_recovery(params: DrParameters, name: str, settings: RunbookSettings)
         typed = answer.database
     if typed.strip() != name:
         raise ConfigError(f"the confirmation {typed.strip()!r} is not the recovery target {name!r}: nothing was touched")
+
+
+@flow(name="user-acceptance")
+def user_acceptance(database: str, timeout_s: int) -> dict[str, Any]:
+    """The user acceptance test of a recovery (§6.4, last step): resume this run in the
+    Prefect UI and say who accepted the recovered platform and what they tried. A subflow
+    of its own, so that no answer in time leaves the recovery's record intact: this run
+    fails, and the recovery records "not accepted"."""
+    get_run_logger().warning("Waiting for the user acceptance test of %s: resume this run in the Prefect UI", database)
+    answer = pause_flow_run(wait_for_input=AcceptanceInput, timeout=timeout_s, poll_interval=2, key="user-acceptance")
+    return UserAcceptance.model_validate(answer.model_dump()).model_dump()
+
+
+def acceptance_test(params: DrParameters, record: dr.DrillRecord, timeout_s: int) -> tuple[dict[str, Any], CheckResult]:
+    """The answer (given, asked, or none in time) and its check: refused fails the
+    recovery; unanswered is a warning, recorded as not accepted, never as accepted."""
+    if record.outcome == "failed":
+        answer = {"status": "not asked", "detail": "the recovery failed before its user acceptance test"}
+        return answer, CheckResult(name="user-acceptance", ok=False, detail=answer["detail"], critical=False)
+    given = params.acceptance
+    if given is None and not params.ask_acceptance:
+        answer = {"status": "not accepted", "detail": "not given (asked only in the UI; CLI: --accepted-by and --tried)"}
+        return answer, CheckResult(name="user-acceptance", ok=False, detail=f"not accepted ({answer['detail']})", critical=False)
+    if given is None:
+        state = user_acceptance(record.database, timeout_s, return_state=True)
+        if not state.is_completed():
+            answer = {"status": "not accepted", "detail": f"no answer within {timeout_s} s"}
+            return answer, CheckResult(name="user-acceptance", ok=False, detail=f"not accepted ({answer['detail']})", critical=False)
+        given = UserAcceptance.model_validate(state.result())
+    status = "accepted" if given.accepted else "refused"
+    answer = {"status": status, "by": given.accepted_by, "tried": given.tried, "detail": f"{status} by {given.accepted_by} after: {given.tried}"}
+    return answer, CheckResult(name="user-acceptance", ok=given.accepted, detail=answer["detail"])
 
 
 # --------------------------------------------------------------------------- the phases of §6.4
@@ -383,6 +438,10 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                 findings.analyze.wait()
             if not params.keep_restored:
                 pipeline.discard()
+    if params.mode is Mode.RECOVER:  # after the lock: the users may take their time
+        record.acceptance, check = acceptance_test(params, record, settings.dr.acceptance_timeout_seconds)
+        findings.checks.append(check)
+        record.outcome = dr.drill_outcome(record.phases, findings.checks, record.rpo, record.rto)
     report = _report(record, findings, previous, store, destination, params, scratch if destination.scratch else None, settings.timezone)
     if labelled is not None:
         labelled.result()
@@ -450,6 +509,8 @@ def _report(
     rto_target = timedelta(minutes=params.rto_target_minutes)
     kept = destination.scratch and params.keep_restored
     notes = original_notes(destination)
+    if record.acceptance:
+        notes.append(f"user acceptance test: {record.acceptance['status']}: {record.acceptance['detail']}")
     if scratch is not None and scratch.note:
         notes.append(scratch.note)
     create_table_artifact(

@@ -177,6 +177,9 @@ def _fail_message(result: Any) -> str:
 _STOPPED: list[str] = []  # the signal that stopped this run, once one did
 
 
+_WAKEUP: list[int] = []  # the read end of the signal wakeup pipe
+
+
 def _install_signal_handlers() -> None:
     _STOPPED.clear()
 
@@ -185,6 +188,39 @@ def _install_signal_handlers() -> None:
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, stop)
+    # While a flow runs, Prefect's engine swaps in its own SIGTERM handler, and a signal
+    # that lands while a task run is being set up can surface as another error that the
+    # flow reports as a failed step. The wakeup pipe sees every signal whatever Python
+    # handler is installed, so the run is still known to have been stopped.
+    if _WAKEUP:
+        try:
+            os.read(_WAKEUP[0], 4096)  # what an earlier run in this process saw is not this one's
+        except BlockingIOError:
+            pass
+    else:
+        try:
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            _WAKEUP.append(read)
+        except (ValueError, OSError):  # not the main thread: the handler alone
+            pass
+
+
+def _stopped_by_signal() -> str | None:
+    """The signal that stopped this run, if one was received (by any handler)."""
+    if _STOPPED:
+        return _STOPPED[0]
+    if _WAKEUP:
+        try:
+            seen = os.read(_WAKEUP[0], 1024)
+        except BlockingIOError:
+            seen = b""
+        if signal.SIGTERM.value in seen:
+            _STOPPED.append("SIGTERM")
+            return "SIGTERM"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,11 +299,12 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
     except RunbookError as err:  # runbook server start could not start it
         print(f"runbook: {args.procedure} {getattr(args, 'action', '')}: {err}", file=sys.stderr)
         return emit({"error": str(err), "exit_code": EXIT_PROBLEM}, EXIT_PROBLEM)
-    if _STOPPED:
+    stopped = _stopped_by_signal()
+    if stopped:
         # the interrupt may surface inside Prefect's engine as another error, which the
         # flow then reports as a failed step: the run was stopped, and says so
-        print(f"runbook: interrupted (stopped by {_STOPPED[0]}): {_fail_message(result)}", file=sys.stderr)
-        return emit({"error": f"stopped by {_STOPPED[0]}", "exit_code": 130}, 130)
+        print(f"runbook: interrupted (stopped by {stopped}): {_fail_message(result)}", file=sys.stderr)
+        return emit({"error": f"stopped by {stopped}", "exit_code": 130}, 130)
 
     if completed:
         if not as_json:

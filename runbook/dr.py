@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -312,6 +313,7 @@ class DrillRecord(BaseModel):
     restore_seconds: float = 0.0
     latencies_ms: dict[str, float] = Field(default_factory=dict)
     flow_run_id: str = ""
+    acceptance: dict[str, Any] | None = None  # a recovery's user acceptance test: status, by, tried, detail
 
     @property
     def throughput_mb_s(self) -> float:
@@ -342,6 +344,8 @@ def history_rows(records: list[DrillRecord], zone: str = "UTC") -> list[dict[str
         for phase in record.phases:
             row[phase.name] = human_duration(phase.seconds) if phase.status is PhaseStatus.OK else phase.status.value
         row["restore MB/s"] = round(record.throughput_mb_s, 1)
+        if record.mode == "recover":
+            row["user acceptance"] = (record.acceptance or {}).get("detail", "not recorded")
         rows.append(row)
     return rows
 

@@ -154,6 +154,18 @@ def resolve_shape(logs: "LogsSettings", columns: dict[str, str] | None) -> LogSh
     )
 
 
+def resolve_endpoint(spec: str, logs: "LogsSettings", columns: dict[str, str]) -> LogField | None:
+    """Where a log row's endpoint is (RUNBOOK_PERFORMANCE__ENDPOINT), or None for ``none``:
+    no per-endpoint breakdown. A name the table does not have is a ConfigError."""
+    if spec.lower() == NONE:
+        return None
+    schema, name = split_table(logs.table)
+    field, problem = _field("RUNBOOK_PERFORMANCE__ENDPOINT", spec, f"{schema}.{name}", columns, kind="text")
+    if problem:
+        raise ConfigError(f"performance-report: {problem}; or none for no per-endpoint breakdown")
+    return field
+
+
 # --------------------------------------------------------------------------- what the database answers
 
 

@@ -206,6 +206,10 @@ def _recovery_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confirm", metavar="DATABASE", help="the recovery target's database name, typed to confirm (required)")
     p.add_argument("--replace", action="store_true", help="move a non-empty target aside (renamed, kept) and restore into a new one")
     p.add_argument("--incident-at", type=parse_time, help="when the incident began (no offset: RUNBOOK_TIMEZONE; default: now)")
+    p.add_argument("--accepted-by", help="the user acceptance test (§6.4): who accepted the recovered platform "
+                   "(with --tried; the CLI cannot pause: without them it is recorded as not accepted)")
+    p.add_argument("--tried", help="what the users tried in the acceptance test")
+    p.add_argument("--not-accepted", action="store_true", help="the users refused the recovered platform (fails the recovery)")
 
 
 def _dr_common_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,9 +233,20 @@ def _recovery_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "params": DrParameters(
             mode=Mode.RECOVER, confirm=args.confirm, replace=args.replace, incident_at=team_time(args.incident_at),
+            acceptance=_acceptance(args), ask_acceptance=False,
             **_dr_common_values(args),
         )
     }
+
+
+def _acceptance(args: argparse.Namespace) -> Any:
+    from flows.disaster_recovery import UserAcceptance
+
+    if not args.accepted_by and not args.tried:
+        return None  # the CLI cannot pause: the recovery records the test as not accepted
+    if not (args.accepted_by and args.tried):
+        raise ConfigError("the user acceptance test needs both --accepted-by and --tried")
+    return UserAcceptance(accepted=not args.not_accepted, accepted_by=args.accepted_by, tried=args.tried)
 
 
 def _show_dr(result: Result) -> str:
@@ -381,6 +396,66 @@ def _show_watch(result: Result) -> str:
     lines = [f"security watch {result['since']} .. {result['until']}: {len(result['findings'])} finding(s)"]
     lines += [f"  {f['severity'].upper():<8} {f['detail']}" for f in result["findings"]]
     return "\n".join(lines + failure_lines(result["checks"]))
+
+
+# --------------------------------------------------------------------------- performance and capacity (§4, §7)
+
+
+def _performance_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--period", choices=["day", "week", "month"], default="week", help="the period, against the one before (default week)")
+    p.add_argument("--end", type=parse_time, help="end of the period (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _performance_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.performance_report import PerformanceReportParameters
+
+    return {"params": PerformanceReportParameters(period=args.period, end=team_time(args.end))}
+
+
+def _show_performance(result: Result) -> str:
+    from runbook.performance import Change
+
+    lines = [f"performance report of {result['instance']}, {result['period']} {result['start']} to {result['end']}: {result['outcome'].upper()}"]
+    for metric, figures in result["history"].items():
+        shown = Change(**figures["mean"]).text if figures["current"]["mean"] is not None else figures["status"]
+        lines.append(f"  {metric:<22} mean {shown}")
+    lines.append(f"  throughput (§7.1): {result['throughput']}")
+    if result["endpoint_field"] is None:
+        lines.append("  per endpoint: none (RUNBOOK_PERFORMANCE__ENDPOINT=none)")
+    for row in result["endpoints"]:
+        lines.append(f"  {str(row['endpoint'])[:40]:<40} {row['rows']:>8} rows  p50 {Change(**row['p50_ms']).text}  p95 {Change(**row['p95_ms']).text}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
+
+
+def _capacity_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--end", type=parse_time, help="review as of this time (default: now; no offset: RUNBOOK_TIMEZONE)")
+
+
+def _capacity_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.capacity_review import CapacityReviewParameters
+
+    return {"params": CapacityReviewParameters(end=team_time(args.end))}
+
+
+def _show_capacity(result: Result) -> str:
+    lines = [f"capacity review of {result['instance']} ({result['since']} to {result['until']}): {result['outcome'].upper()}"]
+    for metric, review in result["metrics"].items():
+        ahead = "; ".join(
+            f"{t['value']:g} {t['label']}: {t['status']}" + (f" in {t['days']:.0f} days" if t["status"] == "growing" else "")
+            for t in review["thresholds"]
+        )
+        current = "-" if review["current"] is None else f"{review['current']:,.2f}"
+        lines.append(f"  {metric:<26} {current:>10}  {review['status']:<17} {ahead}")
+    lines.append(f"  scale-up (§7.2): {result['scale_up']['detail']}")
+    for window in result["windows"]:
+        lines.append(f"  {window['window']}: {window['detail']}")
+    if result.get("chart"):
+        lines.append(f"  chart: {result['chart']} (in the backup store)")
+    lines += failure_lines(result["checks"])
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- incident actions (§5.4)
@@ -768,6 +843,67 @@ def _export_parameters(args: argparse.Namespace) -> dict[str, Any]:
                                                    **_action_request(args))}
 
 
+# --------------------------------------------------------------------------- the operations calendar (§4, §8)
+
+
+def _answer(value: str) -> tuple[str, str]:
+    from runbook.calendar import Answer
+
+    text, sep, answer = value.rpartition("=")
+    choices = [a.value for a in Answer]
+    if not sep or not text.strip() or answer.strip() not in choices:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected ITEM=ANSWER, ANSWER one of {', '.join(choices)}")
+    return text.strip(), answer.strip()
+
+
+def _period_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--answer", dest="answers", action="append", type=_answer, default=[], metavar="ITEM=ANSWER",
+                   help='a checklist item only a person answers, e.g. "cost review=done" (repeatable; '
+                   "the CLI cannot pause: an item not given is recorded not confirmed)")
+    p.add_argument("--by", dest="answered_by", help="who gives the answers (required with --answer)")
+
+
+def _period_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.periods import PeriodParameters
+
+    return {"params": PeriodParameters(answers=dict(args.answers), answered_by=args.answered_by, ask_people=False)}
+
+
+def _checklist_lines(lines: list[dict[str, Any]]) -> list[str]:
+    marks = {"done": "[x]", "not done": "[ ]", "not confirmed": "[?]", "not applicable": "[-]"}
+    return [f"  {marks.get(l['tick'], '[ ]')} {l['text']}: {l['tick']}" + (f" ({l['by']})" if l.get("by") else "")
+            + (f": {l['reason']}" if l.get("reason") else "") for l in lines]
+
+
+def _show_period(result: Result) -> str:
+    lines = [f"{result['period']} maintenance of {result['instance']}: {result['outcome'].upper()}"]
+    lines += [f"  {o['name']:<20} {o['status']:<15} {o['message']}" for o in result["items"]]
+    lines.append("checklist:")
+    return "\n".join(lines + _checklist_lines(result["checklist"]))
+
+
+def _checklist_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--period", choices=["daily", "weekly", "monthly"], default="daily", help="default: daily")
+
+
+def _checklist_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.checklist import ChecklistParameters, PeriodName
+
+    return {"params": ChecklistParameters(period=PeriodName(args.period))}
+
+
+def _checklist_direct(args: argparse.Namespace) -> Result:
+    """The latest checklist read directly from its history: no flow run."""
+    from flows.checklist import latest
+
+    return latest(args.period)
+
+
+def _show_checklist(result: Result) -> str:
+    head = f"{result['period']} checklist of {result['instance']}, {result['at']}: {result['outcome'].upper()}"
+    return "\n".join([head, *_checklist_lines(result["checklist"])])
+
+
 # --------------------------------------------------------------------------- the registry
 
 PROCEDURES: dict[str, Procedure] = {
@@ -840,5 +976,22 @@ PROCEDURES: dict[str, Procedure] = {
                   _export_arguments, _export_parameters, _show_action, progress=True),
         Procedure("log-report", "flows/log_report.py:log_report", "errors, levels and response times in system_logs (§2.4-2.5, §8)",
                   _log_report_arguments, _log_report_parameters, _show_log_report),
+        Procedure("daily-maintenance", "flows/daily_maintenance.py:daily_maintenance",
+                  "the daily procedures of §4.1 as subflows and the daily checklist of §8",
+                  _period_arguments, _period_parameters, _show_period),
+        Procedure("weekly-maintenance", "flows/weekly_maintenance.py:weekly_maintenance",
+                  "the weekly procedures of §4.2 as subflows and the weekly checklist of §8",
+                  _period_arguments, _period_parameters, _show_period),
+        Procedure("monthly-maintenance", "flows/monthly_maintenance.py:monthly_maintenance",
+                  "the monthly procedures of §4.3 as subflows and the monthly checklist of §8",
+                  _period_arguments, _period_parameters, _show_period),
+        Procedure("checklist", "flows/checklist.py:checklist", "the latest daily, weekly or monthly checklist (§8)",
+                  _checklist_arguments, _checklist_parameters, _show_checklist, direct=_checklist_direct),
+        Procedure("performance-report", "flows/performance_report.py:performance_report",
+                  "p50/p95, error rate and req/s of a day/week/month against the previous, per endpoint (§4.1, §8, §7.1)",
+                  _performance_arguments, _performance_parameters, _show_performance),
+        Procedure("capacity-review", "flows/capacity_review.py:capacity_review",
+                  "capacity-plan review: trends, days to the §7.1-7.2 thresholds, scale-up, RPO/RTO at the projected size (§7, §4.3)",
+                  _capacity_arguments, _capacity_parameters, _show_capacity),
     ]
 }

@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from runbook.alerting.config import AlertSettings
+from runbook.calendar import PeriodPlan
 from runbook.cleanup import DEFAULT_POLICIES, Policy
 from runbook.deploy import DEFAULT_ENDPOINTS, Endpoint
 from runbook.errors import ConfigError
@@ -227,6 +228,11 @@ class DisasterRecoverySettings(BaseModel):
         "market_data per symbol, a user's user_alerts, live user_sessions by default (§0's columns only).",
     )
     confirm_timeout_seconds: int = Field(3600, ge=10, description="How long a recovery waits for its typed confirmation.")
+    acceptance_timeout_seconds: int = Field(
+        8 * 3600, ge=1, le=7 * 86_400,
+        description="How long a recovery waits at its end for the user acceptance test (who accepted, what they tried); "
+        "then it is recorded as not accepted.",
+    )
     latency_regression_pct: float = Field(100.0, gt=0, description="Smoke-query slowdown vs the previous drill that is flagged.")
     latency_floor_ms: float = Field(50.0, ge=0, description="Smoke queries faster than this are never flagged (noise).")
     history: int = Field(6, ge=1, le=50, description="Drills shown side by side in the report.")
@@ -773,6 +779,64 @@ class ServerSettings(BaseModel):
         True, description="Run prefect.yaml's schedules (false: the deployments show their schedules, but only runs started by hand happen)."
     )
 
+class EdgeCall(KillSwitchCall):
+    """An edge task outside runbook (§4): a command (argv, no shell) or an HTTP call."""
+
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    timeout_seconds: int = Field(300, ge=1, le=6 * 3600, description="Per attempt (command or request).")
+
+
+class EdgeSettings(BaseModel):
+    """The edge tasks of §4 and §6.1 that happen outside runbook; unset: the item is "not configured"."""
+
+    log_rotation: EdgeCall | None = Field(None, description="Rotates the platform's logs (§4.1), e.g. a logrotate command.")
+    cache_clear: EdgeCall | None = Field(
+        None, description="Clears the KV CACHE namespace (§4.1 cache cleanup), e.g. a wrangler command or a Cloudflare API call.",
+    )
+    workers_export: EdgeCall | None = Field(
+        None,
+        description="Prints (stdout) or answers (HTTP body) the Workers configuration (§6.1); stored beside the backups "
+        "with its sha256, read back and checked.",
+    )
+    export_prefix: str = Field("edge-config", description="Folder of the Workers configuration exports under the instance's in the store.")
+
+    @field_validator("export_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value.strip("/")) or value.strip("/").startswith("backup_"):
+            raise ValueError(f"{value!r}: one folder name of letters, digits, _ and - (not backup_...)")
+        return value.strip("/")
+
+
+def _plan(period: str) -> Any:
+    from runbook.calendar import DEFAULT_PLANS
+
+    return Field(
+        default_factory=lambda: DEFAULT_PLANS[period].model_copy(deep=True),
+        description=f"What {period}-maintenance runs (items: name, procedure or edge, parameters, critical) and its §8 "
+        "checklist (text, item or none for a person, judge, argument), as JSON.",
+    )
+
+
+class CalendarSettings(BaseModel):
+    """The operations calendar (§4.1-§4.3, §8): what each period runs and checks, the edge tasks, the checklists' history."""
+
+    daily: PeriodPlan = _plan("daily")
+    weekly: PeriodPlan = _plan("weekly")
+    monthly: PeriodPlan = _plan("monthly")
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    people_timeout_seconds: int = Field(
+        8 * 3600, ge=1, le=7 * 86_400,
+        description="How long a period's run waits in the Prefect UI for the checklist items only a person can answer; "
+        "then they are recorded as not confirmed.",
+    )
+    state_schema: str = Field(
+        "runbook_ops", min_length=1, max_length=63, description="Schema of runbook's own in the platform's database for the checklists' history.",
+    )
+
+    def plan(self, period: str) -> PeriodPlan:
+        return getattr(self, period)
+
 
 SignalSource = Literal["metrics", "health", "database", "backups", "prefect"]
 SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "prefect")
@@ -782,6 +846,8 @@ SIGNAL_SOURCES: tuple[str, ...] = ("metrics", "health", "database", "backups", "
 PLATFORM_METRIC_FIELDS: dict[str, str] = {
     "error_rate_pct": "error_rate_pct",
     "response_time_p95_ms": "p95_ms",
+    "response_time_p50_ms": "p50_ms",
+    "throughput_rps": "requests_per_second",
     "cpu_pct": "cpu_pct",
     "memory_pct": "memory_pct",
     "disk_pct": "disk_pct",
@@ -810,6 +876,10 @@ class MonitorSettings(BaseModel):
     deployment_tag: str = Field("runbook", min_length=1, description="Scheduled deployments with this tag are watched.")
     retries: int = Field(1, ge=0, le=3, description="Retries of a source that failed transiently, within one run.")
     retry_delay_seconds: float = Field(1.0, ge=0, le=30, description="Wait before such a retry.")
+    history_interval_minutes: int = Field(
+        15, ge=1, le=24 * 60, description="The metric history (performance and capacity reviews) keeps one sample per metric this often.",
+    )
+    history_days: int = Field(400, ge=1, le=3650, description="How long the metric history is kept.")
 
     @field_validator("metrics_path", "health_path")
     @classmethod
@@ -872,6 +942,46 @@ class LogsSettings(BaseModel):
         if any(not level.strip() for level in value):
             raise ValueError("a level is empty")
         return [level.strip().upper() for level in value]
+
+
+class PerformanceSettings(BaseModel):
+    """The performance report (§4.1-§4.2, §7.1): the monitor's history of the platform's
+    metrics and, per endpoint where the log rows carry one, response-time percentiles
+    from the log table of RUNBOOK_LOGS__* (its response_time field)."""
+
+    endpoint: str = Field(
+        "none", description="The endpoint (path) of a log row: a column or a json path (context.path); none: no per-endpoint breakdown.",
+    )
+    top_endpoints: int = Field(20, ge=1, le=500, description="Endpoints shown, the busiest first.")
+    min_samples: int = Field(
+        4, ge=1, description="Fewer monitor samples than this in a period: insufficient data (4 = one hour at 15 minutes).",
+    )
+    min_rows: int = Field(20, ge=1, description="Fewer log rows with a response time than this in a period (or endpoint): insufficient data.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: name a column, a json path (column.key), or none")
+        return value.strip()
+
+
+class CapacitySettings(BaseModel):
+    """The capacity review (§7): how much history a trend needs before it is believed."""
+
+    history_days: int = Field(90, ge=1, le=3650, description="Days of metric history the trends are fitted on.")
+    min_points: int = Field(10, ge=2, description="Fewer points than this: insufficient data.")
+    min_days: float = Field(7.0, gt=0, description="Points spread over fewer days than this: insufficient data.")
+    min_r2: float = Field(0.5, ge=0, le=1, description="A fit with r² below this predicts nothing: insufficient data.")
+    flat_tolerance_pct: float = Field(
+        1.0, ge=0, le=100, description="Every value within this % of the mean: flat, not growing.",
+    )
+    recent_hours: float = Field(
+        24.0, gt=0, description="The current value is the mean of this many last hours of samples (one sample spikes).",
+    )
+    horizon_days: int = Field(365, ge=1, le=3650, description="How far ahead sizes and durations are projected (the chart's end).")
+    table_history_days: int = Field(400, ge=1, le=3650, description="How long the recorded table sizes are kept.")
+    top_tables: int = Field(20, ge=1, le=500, description="Tables shown, the largest first.")
 
 
 class RunbookSettings(BaseSettings):
@@ -948,7 +1058,10 @@ class RunbookSettings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
+    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
 
     @classmethod
     def settings_customise_sources(

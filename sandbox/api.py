@@ -58,6 +58,9 @@ class Faults(BaseModel):
     version: str | None = Field(None, description="Report this version instead of the real one (a bad deploy).")
 
 
+RATE_WINDOW_S = 60.0  # requests_per_second is measured over the last minute
+
+
 @dataclass
 class Stats:
     """Request count, errors and latencies of the last requests, for the metrics endpoint."""
@@ -65,6 +68,8 @@ class Stats:
     requests: int = 0
     errors: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    arrivals: deque[float] = field(default_factory=deque)  # monotonic times of the last RATE_WINDOW_S of requests
+    started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, status: int, ms: float) -> None:
@@ -72,16 +77,25 @@ class Stats:
             self.requests += 1
             self.errors += status >= 500
             self.latencies_ms.append(ms)
+            now = time.monotonic()
+            self.arrivals.append(now)
+            while self.arrivals and self.arrivals[0] < now - RATE_WINDOW_S:
+                self.arrivals.popleft()
 
     def summary(self) -> dict[str, float]:
+        now = time.monotonic()
         with self.lock:
             values = sorted(self.latencies_ms)
             count, errors = self.requests, self.errors
+            recent = sum(1 for at in self.arrivals if at >= now - RATE_WINDOW_S)
+        # requests per second over the last minute (or since the start, when younger: at least 1 s)
+        rate = round(recent / max(1.0, min(RATE_WINDOW_S, now - self.started)), 3)
         if not values:
-            return {"request_count": count, "error_rate_pct": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
+            return {"request_count": count, "requests_per_second": rate, "error_rate_pct": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
         p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
         return {
             "request_count": count,
+            "requests_per_second": rate,
             "error_rate_pct": round(100.0 * errors / count, 2) if count else 0.0,
             "p50_ms": round(statistics.median(values), 2),
             "p95_ms": round(p95, 2),

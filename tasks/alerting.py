@@ -92,18 +92,25 @@ class Alerting:
                           flap_window=timedelta(minutes=a.flap_window_minutes)),
             chain=self.chain, ack_ttl=timedelta(minutes=a.escalation.ack_minutes),
             min_interval=timedelta(seconds=a.evaluation_interval_seconds / 2), recipients=self.recipients, link=link,
+            history_every=timedelta(minutes=self.settings.monitor.history_interval_minutes),
+            history_keep=timedelta(days=self.settings.monitor.history_days),
         )
+
+
+def state_database(settings: RunbookSettings, target: Target | None) -> str:
+    """The DSN of the alert-state database (RUNBOOK_ALERTS__STATE_DATABASE_URL, else the
+    platform's): where the alerts, the metric history and the recorded table sizes live."""
+    if settings.alerts.state_database_url is not None:
+        return settings.alerts.state_database_url.get_secret_value()
+    if target is not None:
+        return target.dsn
+    raise ConfigError("RUNBOOK_ALERTS__STATE_DATABASE_URL: not set, and no platform database to keep the alert state in")
 
 
 def load_alerting(settings: RunbookSettings, target: Target | None, *, need_chain: bool = True) -> Alerting:
     """Resolve and check the alerting configuration (ConfigError names the setting)."""
     a = settings.alerts
-    if a.state_database_url is not None:
-        state_dsn = a.state_database_url.get_secret_value()
-    elif target is not None:
-        state_dsn = target.dsn
-    else:
-        raise ConfigError("RUNBOOK_ALERTS__STATE_DATABASE_URL: not set, and no platform database to keep the alert state in")
+    state_dsn = state_database(settings, target)
     credentials = resolve_credentials(a.channels)
     usable = configured_channels(a.channels, credentials)
     if not usable:

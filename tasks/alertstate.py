@@ -133,6 +133,14 @@ CREATE TABLE IF NOT EXISTS {s}.outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON {s}.outbox (next_attempt_at) WHERE status IN ('pending', 'failed', 'sending');
 CREATE INDEX IF NOT EXISTS outbox_page ON {s}.outbox (page_key);
+CREATE TABLE IF NOT EXISTS {s}.metric_history (
+    metric    text NOT NULL,
+    resource  text NOT NULL,
+    at        timestamptz NOT NULL,
+    value     double precision NOT NULL,
+    PRIMARY KEY (metric, resource, at)
+);
+CREATE INDEX IF NOT EXISTS metric_history_at ON {s}.metric_history (at);
 INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING;
 """
 
@@ -237,6 +245,8 @@ class CycleConfig:
     ack_ttl: timedelta = timedelta(minutes=30)
     min_interval: timedelta = timedelta(0)
     link: str | None = None
+    history_every: timedelta | None = None  # keep one sample per metric and resource this often (None: no history)
+    history_keep: timedelta = timedelta(days=400)
 
 
 @dataclass
@@ -322,6 +332,40 @@ def _save_states(conn: psycopg.Connection[Any], schema: str, states: list[AlertS
         ).format(t=q(schema, "alert")),
         (now, "[" + ",".join(s.model_dump_json() for s in states) + "]"),
     )
+
+
+# --------------------------------------------------------------------------- metric history
+
+
+def record_history(conn: psycopg.Connection[Any], schema: str, samples: list[Sample], now: datetime, *, every: timedelta,
+                   keep: timedelta) -> int:
+    """Keep each sample with a value, at most one per metric and resource per ``every``
+    (the monitor evaluates each minute; the performance and capacity reviews need
+    months, not minutes), and forget what is older than ``keep``. How many were kept."""
+    rows = [{"metric": s.metric, "resource": s.resource, "value": s.value} for s in samples if s.value is not None]
+    kept = 0
+    if rows:
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO {h} (metric, resource, at, value)"
+                " SELECT e->>'metric', e->>'resource', %s, (e->>'value')::double precision FROM jsonb_array_elements(%s::jsonb) AS e"
+                " WHERE NOT EXISTS (SELECT 1 FROM {h} h WHERE h.metric = e->>'metric' AND h.resource = e->>'resource'"
+                " AND h.at > %s) ON CONFLICT DO NOTHING"
+            ).format(h=q(schema, "metric_history")),
+            (now, Jsonb(rows), now - every),
+        )
+        kept = cur.rowcount
+    conn.execute(sql.SQL("DELETE FROM {} WHERE at < %s").format(q(schema, "metric_history")), (now - keep,))
+    return kept
+
+
+def read_history(conn: psycopg.Connection[Any], schema: str, metric: str, since: datetime, until: datetime, *,
+                 resource: str | None = None) -> list[tuple[str, datetime, float]]:
+    """(resource, at, value) of one metric in ``[since, until)``, oldest first."""
+    query = sql.SQL("SELECT resource, at, value FROM {} WHERE metric = %s AND at >= %s AND at < %s{} ORDER BY at, resource").format(
+        q(schema, "metric_history"), sql.SQL(" AND resource = %s") if resource is not None else sql.SQL(""))
+    args: tuple[Any, ...] = (metric, since, until) + ((resource,) if resource is not None else ())
+    return [(r[0], r[1], float(r[2])) for r in conn.execute(query, args).fetchall()]
 
 
 def _incident_from(row: dict[str, Any]) -> Incident:
@@ -423,6 +467,8 @@ def run_cycle(conn: psycopg.Connection[Any], cfg: CycleConfig, samples: list[Sam
         _save_states(conn, schema, changed, now)
         if scheduled:
             conn.execute(sql.SQL("UPDATE {} SET last_at = %s WHERE id = 1").format(q(schema, "cycle")), (now,))
+            if cfg.history_every is not None:
+                record_history(conn, schema, samples, now, every=cfg.history_every, keep=cfg.history_keep)
     return report
 
 

@@ -21,6 +21,7 @@ from psycopg import sql
 from runbook.errors import RunbookError
 from runbook.logs import PERCENTILES, ErrorGroup, LogField, LogShape, LogSummary, ResponseTimes, TopError
 from runbook.retry import RETRIES, backoff, retry_transient
+from runbook.performance import EndpointFigures
 from tasks import postgres
 
 # What a text value must look like to be read as a response time: a plain decimal,
@@ -140,6 +141,38 @@ def summarise(conn: psycopg.Connection[Any], shape: LogShape, start: datetime, e
     )
 
 
+def endpoint_figures(conn: psycopg.Connection[Any], shape: LogShape, endpoint: LogField | None, start: datetime, end: datetime,
+                     top: int) -> list[EndpointFigures]:
+    """Rows, error rows and p50/p95 of the response time in ``[start, end)``: all rows
+    first (endpoint None), then the ``top`` busiest endpoints when ``endpoint`` is
+    given; one scan (GROUPING SETS)."""
+    table = sql.Identifier(shape.schema, shape.table)
+    in_window = sql.SQL("{time} >= {start} AND {time} < {end}").format(
+        time=sql.Identifier(shape.time.column), start=sql.Literal(start), end=sql.Literal(end))
+    is_error = sql.SQL("coalesce(upper(btrim({})) = ANY({}::text[]), false)").format(text_of(shape.level), sql.Literal(list(shape.error_levels)))
+    number = number_of(shape.response_time) if shape.response_time else sql.SQL("NULL::double precision")
+    ep = text_of(endpoint) if endpoint else sql.SQL("NULL::text")
+    sets = sql.SQL("GROUPING SETS ((ep), ())") if endpoint else sql.SQL("GROUPING SETS (())")
+    grouping = sql.SQL("GROUPING(ep)") if endpoint else sql.SQL("1")
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT ep, {grouping} AS total, count(*), count(*) FILTER (WHERE err), count(n),"
+            " percentile_cont(ARRAY[0.5, 0.95]::double precision[]) WITHIN GROUP (ORDER BY n)"
+            " FROM (SELECT {ep} AS ep, {is_error} AS err, {number} AS n FROM {table} WHERE {in_window}) r"
+            " GROUP BY {sets} ORDER BY 2 DESC, 3 DESC, 1 NULLS FIRST LIMIT {limit}"
+        ).format(grouping=grouping, ep=ep, is_error=is_error, number=number, table=table, in_window=in_window, sets=sets,
+                 limit=sql.Literal(top + 1))
+    ).fetchall()
+    out = []
+    for endpoint_value, total, count, errors, timed, percentiles in rows:
+        p50, p95 = (percentiles or [None, None])[:2]
+        out.append(EndpointFigures(endpoint=None if total else ("(none)" if endpoint_value is None else str(endpoint_value)),
+                                   rows=count, errors=errors, timed=timed, p50=p50, p95=p95))
+    if not out:  # no row at all: the total row still says so
+        out.append(EndpointFigures(endpoint=None, rows=0, errors=0, timed=0))
+    return out
+
+
 # --------------------------------------------------------------------------- Prefect tasks
 
 
@@ -173,3 +206,25 @@ def summarise_logs(dsn: str, shape: LogShape, start: datetime, end: datetime, to
             raise postgres.translate_pg_error(err, dsn, f"log-report on {shape.display}") from None
     logger.info("%d rows, %d errors in %d groups", summary.rows, summary.errors, summary.group_count)
     return summary
+
+
+@task(name="read-endpoint-figures", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def read_endpoint_figures(dsn: str, shape: LogShape, endpoint: LogField | None, start: datetime, end: datetime, top: int,
+                          connect_timeout: int, statement_timeout: int) -> list[EndpointFigures]:
+    """p50/p95 response time and error rows of one period, overall and per endpoint,
+    aggregated in PostgreSQL (read only). A statement timeout is not retried."""
+    get_run_logger().info("Response times in %s from %s to %s%s", shape.display, start.isoformat(timespec="seconds"),
+                          end.isoformat(timespec="seconds"), f" by {endpoint.display}" if endpoint else "")
+    with postgres.session(dsn, application="runbook performance-report", connect_timeout=connect_timeout,
+                          statement_timeout_s=statement_timeout) as conn:
+        conn.read_only = True
+        try:
+            with conn.transaction():
+                return endpoint_figures(conn, shape, endpoint, start, end, top)
+        except psycopg.errors.QueryCanceled:
+            raise RunbookError(
+                f"performance-report: reading {shape.display} stopped at RUNBOOK_STATEMENT_TIMEOUT ({statement_timeout} s): "
+                f"a shorter period, or an index on {shape.time.column}"
+            ) from None
+        except psycopg.Error as err:
+            raise postgres.translate_pg_error(err, dsn, f"performance-report on {shape.display}") from None

@@ -266,3 +266,27 @@ def test_db_maintenance_reports_on_the_command_line(platform: Platform, cli_env:
     proc = runbook_here("db-maintenance", "--no-vacuum", env=cli_env, monkeypatch=monkeypatch)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "ok   index:idx_market_data_symbol_timestamp" in proc.stdout and "warn setting:shared_buffers" in proc.stdout
+
+
+def test_a_sigterm_caught_by_another_handler_still_counts_as_stopped() -> None:
+    """Prefect's engine swaps in its own SIGTERM handler while a flow runs; a signal it
+    turns into some other error must still make the CLI exit 130 (the wakeup pipe)."""
+    import signal
+
+    from runbook import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._install_signal_handlers()
+        assert cli._stopped_by_signal() is None
+        signal.signal(signal.SIGTERM, lambda *_: None)  # as Prefect's handler, swallowing it here
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert cli._stopped_by_signal() == "SIGTERM"
+        cli._install_signal_handlers()  # the next run in this process starts clean
+        assert cli._stopped_by_signal() is None
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.set_wakeup_fd(-1)
+        for fd in cli._WAKEUP:
+            os.close(fd)
+        cli._WAKEUP.clear()

@@ -43,22 +43,26 @@ def test_every_deployment_names_its_flow_and_fits_its_parameters(name: str) -> N
 def test_backups_run_hourly_and_verification_weekly_in_the_team_timezone() -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
+    from runbook.calendar import DEFAULT_WEEKLY
+
     hourly = DEPLOYMENTS["backup"]["schedules"][0]
-    weekly = DEPLOYMENTS["backup-verify"]["schedules"][0]
+    weekly = DEPLOYMENTS["weekly-maintenance"]["schedules"][0]  # it runs backup-verify (§4.2)
+    assert "backup-verify" in [item.procedure for item in DEFAULT_WEEKLY.items]
     for schedule in (hourly, weekly):
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
         ZoneInfo(schedule["timezone"])
         assert schedule["timezone"] == "Asia/Tokyo"
     assert hourly["cron"] == "0 * * * *"
-    assert weekly["cron"].split()[2:] == ["*", "*", "1"]
+    assert weekly["cron"].split()[2:4] == ["*", "*"] and weekly["cron"].split()[4] != "*"
     assert DEPLOYMENTS["backup"]["concurrency_limit"]["limit"] == 1
     assert not DEPLOYMENTS["backup-prune"]["schedules"]
     assert DEPLOYMENTS["backup-prune"]["parameters"]["params"]["dry_run"] is True
 
 
 def test_every_flow_module_has_a_deployment() -> None:
-    # flows/approval.py is the step the incident actions share, not a procedure of its own
-    modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem not in ("__init__", "approval")}
+    # flows/approval.py is the step the incident actions share, flows/periods.py what the
+    # daily/weekly/monthly-maintenance flows share: neither is a procedure of its own
+    modules = {p.stem.replace("_", "-") for p in (ROOT / "flows").glob("*.py") if p.stem not in ("__init__", "approval", "periods")}
     assert modules == set(DEPLOYMENTS) - set(MODES)
 
 
@@ -99,12 +103,15 @@ def test_a_deployment_the_registry_does_not_know_is_refused_by_serve(tmp_path: P
 def test_the_drill_runs_monthly_and_a_recovery_only_by_hand() -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
+    from runbook.calendar import DEFAULT_MONTHLY
+
     drill, recovery = DEPLOYMENTS["dr-drill"], DEPLOYMENTS["disaster-recovery"]
     assert drill["parameters"]["params"]["mode"] == "drill" and recovery["parameters"]["params"]["mode"] == "recover"
-    schedule = drill["schedules"][0]
+    assert "dr-drill" in [item.procedure for item in DEFAULT_MONTHLY.items] and not drill["schedules"]  # in monthly-maintenance
+    schedule = DEPLOYMENTS["monthly-maintenance"]["schedules"][0]
     CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     minute, hour, day, month, weekday = schedule["cron"].split()
-    assert (day, month, weekday) == ("1", "*", "*") and minute != "0"  # monthly, not on the hourly backup's minute
+    assert day.isdigit() and (month, weekday) == ("*", "*") and minute != "0"  # monthly, not on the hourly backup's minute
     assert recovery["schedules"] == []
     assert "confirm" not in recovery["parameters"]["params"]  # a deployed recovery always asks
 

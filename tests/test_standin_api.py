@@ -41,7 +41,7 @@ def test_every_endpoint_answers_with_its_shape_and_cache_headers(api: RunningApi
         lessons = client.get("/api/learning/lessons")
         assert lessons.headers["Cache-Control"] == "public, max-age=3600" and lessons.json()["lessons"]
         metrics = client.get("/api/monitoring/metrics").json()
-        for key in ("request_count", "error_rate_pct", "p50_ms", "p95_ms", "cpu_pct", "memory_pct", "disk_pct", "active_users", "database_bytes"):
+        for key in ("request_count", "requests_per_second", "error_rate_pct", "p50_ms", "p95_ms", "cpu_pct", "memory_pct", "disk_pct", "active_users", "database_bytes"):
             assert key in metrics, key
         assert metrics["request_count"] == 5  # the five before this one and metrics["database_bytes"] > 0
     assert CACHE_TTLS == {"/api/market/prices": 60, "/api/dashboard": 300, "/api/learning/lessons": 3600}

@@ -88,6 +88,8 @@ class Sample(BaseModel):
 METRICS: dict[str, str] = {
     "error_rate_pct": "%",  # /api/monitoring/metrics error_rate_pct (§2.1, §7.1)
     "response_time_p95_ms": "ms",  # /api/monitoring/metrics p95_ms (§7.1)
+    "response_time_p50_ms": "ms",  # /api/monitoring/metrics p50_ms (the performance report's median, §4.1)
+    "throughput_rps": "req/s",  # /api/monitoring/metrics requests_per_second (§7.1: minimum 100, target 1000)
     "cpu_pct": "%",  # /api/monitoring/metrics cpu_pct (§7.1)
     "memory_pct": "%",  # memory_pct (§7.1)
     "disk_pct": "%",  # disk_pct (§7.1)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from prefect import get_client
 from prefect.artifacts import Artifact
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateName
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
 
 from flows.backup import BackupParameters, backup
@@ -32,7 +32,12 @@ def backed_up(platform: Platform) -> tuple[Platform, str]:
     return platform, result["backup_id"]
 
 
+ACCEPTED = {"accepted_by": "qa team", "tried": "login, a payment, an alert"}
+
+
 def _run(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    if kwargs.get("mode") is Mode.RECOVER:
+        kwargs.setdefault("acceptance", ACCEPTED)  # a recovery ends with its user acceptance test
     state = disaster_recovery(DrParameters(**kwargs), return_state=True)
     return state, state.result(raise_on_failure=False)
 
@@ -217,11 +222,14 @@ def recovery(backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch, t
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
 
 
-def _wait_paused(timeout: float = 60) -> UUID:
+def _wait_paused(timeout: float = 60, flow_name: str = "disaster-recovery") -> UUID:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            )
         if runs:
             return runs[0].id
         time.sleep(0.3)
@@ -245,11 +253,13 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     monkeypatch.setenv("RUNBOOK_DR__HTTP_CHECKS", '["/api/health", "/api/market/prices"]')
 
     outcome: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: outcome.update(zip(("state", "report"), _run(mode=Mode.RECOVER))))
+    worker = threading.Thread(target=lambda: outcome.update(zip(("state", "report"), _run(mode=Mode.RECOVER, acceptance=None))))
     worker.start()
     run_id = _wait_paused()
     assert Recorder.calls == []  # nothing touched before the confirmation
     resume_flow_run(run_id, run_input={"database": name})
+    # it ends with the user acceptance test (§6.4), asked the same way
+    resume_flow_run(_wait_paused(300, "user-acceptance"), run_input={"accepted_by": "mio", "tried": "logged in, paid"})
     worker.join(timeout=300)
     state, report = outcome["state"], outcome["report"]
     assert state.is_completed(), state.message
@@ -261,6 +271,8 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     assert [c[1] for c in Recorder.calls[1:]] == ["/api/health", "/api/market/prices"]
     assert {"recover", "rto-ok", "rpo-ok"} <= set(_flow_run(state).tags)
     assert "hook-token-123" not in json.dumps(report)
+    assert report["acceptance"] == {"status": "accepted", "by": "mio", "tried": "logged in, paid", "detail": "accepted by mio after: logged in, paid"}
+    assert "user acceptance test: accepted: accepted by mio after: logged in, paid" in report["notes"]
 
 
 def test_a_recovery_refuses_a_wrong_confirmation_and_a_non_empty_target(recovery: Any) -> None:
@@ -281,6 +293,9 @@ def test_a_recovery_refuses_a_wrong_confirmation_and_a_non_empty_target(recovery
 
     state, report = _run(mode=Mode.RECOVER, confirm=name, replace=True)
     assert state.is_completed(), state.message
+    assert report["acceptance"]["status"] == "accepted" and report["acceptance"]["by"] == "qa team"  # given as a parameter
+    history = [json.loads(p.read_text()) for p in (Path(platform.store_url) / platform.database / "drills").glob("recovery_*.json")]
+    assert [h["acceptance"]["tried"] for h in history] == ["login, a payment, an alert"]  # kept in the recovery's history
     aside = report["moved_aside"]
     assert aside and aside.startswith(name[:40])
     with psycopg.connect(with_database(platform.admin_dsn, aside)) as conn:

@@ -191,3 +191,22 @@ def test_an_incident_whose_rule_was_removed_is_resolved_not_paged_forever(conn: 
     report = alertstate.run_cycle(conn, without, db_down(), T0 + 15 * MIN)
     assert report.resolved == [1] and report.pages == []
     assert "no longer configured" in alertstate.timeline(conn, SCHEMA, 1)[-1]["detail"]
+
+
+def test_the_metric_history_keeps_one_sample_per_interval_and_forgets_old_ones(conn: psycopg.Connection) -> None:
+    from runbook.alerting.model import Sample
+
+    cfg = config(history_every=timedelta(minutes=15), history_keep=timedelta(days=2))
+    samples = [Sample(metric="database_size_gb", resource="db-1", value=12.5),
+               Sample(metric="cpu_pct", resource="api", value=None)]  # no value: nothing to keep
+    for minute in range(0, 46):  # a monitor run each minute for 45 minutes
+        alertstate.run_cycle(conn, cfg, samples, T0 + timedelta(minutes=minute))
+    kept = alertstate.read_history(conn, "runbook_alerting", "database_size_gb", T0, T0 + timedelta(days=1))
+    assert [at for _, at, _ in kept] == [T0 + timedelta(minutes=m) for m in (0, 15, 30, 45)]
+    assert alertstate.read_history(conn, "runbook_alerting", "cpu_pct", T0, T0 + timedelta(days=1)) == []
+    alertstate.run_cycle(conn, cfg, samples, T0 + timedelta(days=3))  # two days later the old samples are gone
+    assert [at for _, at, _ in alertstate.read_history(conn, "runbook_alerting", "database_size_gb", T0, T0 + timedelta(days=4))] == [
+        T0 + timedelta(days=3)]
+    # an event's evaluation (not the monitor's) keeps nothing
+    alertstate.run_cycle(conn, cfg, samples, T0 + timedelta(days=3, hours=1), scheduled=False)
+    assert len(alertstate.read_history(conn, "runbook_alerting", "database_size_gb", T0, T0 + timedelta(days=4))) == 1
