@@ -25,6 +25,7 @@ from tasks import backups as backup_tasks
 from tasks.pgtools import PgTools, choose_pg_tools
 from tasks.postgres import ServerInfo, inspect_database
 from tasks.runs import current_deployment_run, report_collisions
+from tasks.slots import database_slot
 from tasks.store import BackupStore, open_backup_store
 
 
@@ -146,12 +147,15 @@ def backup(params: BackupParameters = BackupParameters()) -> dict[str, Any]:
     deployed = current_deployment_run()
     collisions = report_collisions(*deployed, "backup") if deployed else None
     store = open_backup_store(target.store_url, settings.s3_endpoint_url, settings.backup.part_size_mb)
-    info = inspect_database(target.dsn, settings.connect_timeout)
-    tools = choose_tools(settings, info)
-    fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
-    # Prefect's own task timeout backs the deadline up, should the dump's watchdog fail.
-    dump = dump_database.with_options(timeout_seconds=settings.backup.timeout_seconds + 60)
-    manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline, target.instance)
+    # one heavy job at a time on this database; the wait counts against the deadline
+    wait = max(1.0, min(settings.heavy_jobs.wait_seconds, deadline - time.monotonic()))
+    with database_slot(target.instance, job="backup", wait_seconds=wait):
+        info = inspect_database(target.dsn, settings.connect_timeout)
+        tools = choose_tools(settings, info)
+        fingerprint = settings.backup.fingerprint if params.fingerprint is None else params.fingerprint
+        # Prefect's own task timeout backs the deadline up, should the dump's watchdog fail.
+        dump = dump_database.with_options(timeout_seconds=settings.backup.timeout_seconds + 60)
+        manifest = dump(target.dsn, store, tools, info, settings, fingerprint, deadline, target.instance)
 
     retention: dict[str, Any] | None = None
     if params.prune:

@@ -21,6 +21,7 @@ from runbook.reports import artifact_key, expected_failures
 from runbook.settings import RunbookSettings
 from runbook.target import prepare
 from tasks import postgres
+from tasks.slots import database_slot
 from tasks.store import open_backup_store
 from tasks.cleanup import (
     Bounds, JournalEntry, abandon_entry, apply_policy, ensure_journal, iso_dates, plan_or_refuse, table_catalog, unfinished_entries,
@@ -119,7 +120,10 @@ def data_cleanup(params: CleanupParameters = CleanupParameters()) -> Any:
             shown[0] = time.monotonic()
 
     results: list[dict[str, Any]] = []
-    with postgres.session(target.dsn, application="runbook data-cleanup", connect_timeout=settings.connect_timeout, statement_timeout_s=None, autocommit=True) as lock:
+    with (
+        database_slot(target.instance, job="data-cleanup", wait_seconds=settings.heavy_jobs.wait_seconds),
+        postgres.session(target.dsn, application="runbook data-cleanup", connect_timeout=settings.connect_timeout, statement_timeout_s=None, autocommit=True) as lock,
+    ):
         postgres.try_advisory_lock(lock, f"data-cleanup of {database}")
         with postgres.session(target.dsn, connect_timeout=settings.connect_timeout, statement_timeout_s=60) as conn:
             ensure_journal(conn)

@@ -24,6 +24,7 @@ from runbook.reports import artifact_key, conclude, expected_failures
 from runbook.target import prepare
 from tasks import postgres
 from tasks.maintenance import create_index_concurrently, read_facts, vacuum_analyze_tables
+from tasks.slots import database_slot
 
 
 class MaintenanceParameters(BaseModel):
@@ -44,23 +45,24 @@ def db_maintenance(params: MaintenanceParameters = MaintenanceParameters()) -> A
     settings, target = prepare()
     database = postgres.database_name(target.dsn)
     tables = settings.maintenance.tables
-    vacuumed = vacuum_analyze_tables(target.dsn, tables, settings.connect_timeout) if params.vacuum else []
-    facts = read_facts(target.dsn, tables, settings.connect_timeout, settings.statement_timeout)
-    index_checks, missing = recommended_index_checks(facts["indexes"])
-    created: list[str] = []
-    refused: list[CheckResult] = []
-    if params.apply and missing:
-        names = {i.name.split(".", 1)[1] for i in facts["indexes"]}
-        for wanted in missing:
-            if wanted.name in names:  # an index of that name exists (invalid, or other columns): do not guess
-                refused.append(CheckResult(
-                    name=f"create:{wanted.name}", ok=False, critical=False,
-                    detail=f"an index named {wanted.name} already exists: drop or rename it first",
-                ))
-                continue
-            created.append(create_index_concurrently(target.dsn, wanted, settings.connect_timeout))
+    with database_slot(target.instance, job="db-maintenance", wait_seconds=settings.heavy_jobs.wait_seconds):
+        vacuumed = vacuum_analyze_tables(target.dsn, tables, settings.connect_timeout) if params.vacuum else []
         facts = read_facts(target.dsn, tables, settings.connect_timeout, settings.statement_timeout)
         index_checks, missing = recommended_index_checks(facts["indexes"])
+        created: list[str] = []
+        refused: list[CheckResult] = []
+        if params.apply and missing:
+            names = {i.name.split(".", 1)[1] for i in facts["indexes"]}
+            for wanted in missing:
+                if wanted.name in names:  # an index of that name exists (invalid, or other columns): do not guess
+                    refused.append(CheckResult(
+                        name=f"create:{wanted.name}", ok=False, critical=False,
+                        detail=f"an index named {wanted.name} already exists: drop or rename it first",
+                    ))
+                    continue
+                created.append(create_index_concurrently(target.dsn, wanted, settings.connect_timeout))
+            facts = read_facts(target.dsn, tables, settings.connect_timeout, settings.statement_timeout)
+            index_checks, missing = recommended_index_checks(facts["indexes"])
     unused = unused_indexes(facts["indexes"])
     checks: list[CheckResult] = [
         *settings_checks(facts["settings"]),

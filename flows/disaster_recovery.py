@@ -57,6 +57,7 @@ from tasks.restore import (
     scratch_server,
 )
 from tasks.runs import label_flow_run
+from tasks.slots import database_slot
 from tasks.smoke import smoke_test
 from tasks.store import BackupStore, open_backup_store
 from tasks.validation import IntegrityWorker
@@ -399,7 +400,10 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
     timeline = dr.Timeline()
     findings = Findings()
     env = hook_env(destination, params.mode)
-    with postgres.session(destination.server.get_secret_value(), application="runbook disaster-recovery", connect_timeout=settings.connect_timeout, statement_timeout_s=60, autocommit=True) as lock:
+    with (
+        database_slot(target.instance, job=f"disaster-recovery ({params.mode.value})", wait_seconds=settings.heavy_jobs.wait_seconds),
+        postgres.session(destination.server.get_secret_value(), application="runbook disaster-recovery", connect_timeout=settings.connect_timeout, statement_timeout_s=60, autocommit=True) as lock,
+    ):
         postgres.try_advisory_lock(lock, f"disaster-recovery of {database}")
         if params.mode is Mode.RECOVER:
             confirm_recovery(params, destination.name, settings)

@@ -3,8 +3,10 @@
 Exit codes: 0 success; 1 the procedure ran and found a problem; 2 bad input or
 configuration, detected before anything was touched (one message, no traceback).
 ``--json`` prints the flow's result as one JSON object on stdout and nothing else there.
-With ``PREFECT_API_URL`` set the run is recorded on that server; otherwise Prefect's
-ephemeral mode is used.
+With ``PREFECT_API_URL`` set the run is recorded on that server; otherwise on the local
+server of ``runbook server start`` when it runs (runbook/server.py), else Prefect's
+ephemeral mode is used. Read-only commands (``backup-list``, ``silence list``: a
+registry entry's ``direct``) answer without a flow run, and so without Prefect.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from runbook.errors import ConfigError
+from runbook.errors import ConfigError, RunbookError
 from runbook.procedures import PROCEDURES, positive
 
 EXIT_OK, EXIT_PROBLEM, EXIT_BAD_INPUT = 0, 1, 2
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "seed", "down", "status"])
     p.add_argument("--scale", type=positive, default=1, help="data set size for seed (1 is about 40 MB)")
 
+    p = sub.add_parser("server", parents=[common], help="the local Prefect server under RUNBOOK_HOME that the CLI shares")
+    p.add_argument("action", choices=["start", "stop", "status"])
+
     sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
     return parser
 
@@ -87,6 +92,47 @@ def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
         return _run_flow(procedure.flow(), **kwargs)
     finally:
         stop_listening()
+
+
+def _direct(args: argparse.Namespace) -> tuple[bool, Any] | None:
+    """A read-only command answered without a flow run (its registry entry's ``direct``),
+    or None when it needs its flow."""
+    procedure = PROCEDURES.get(args.procedure)
+    if procedure is None or procedure.direct is None:
+        return None
+    try:
+        result = procedure.direct(args)
+    except (ConfigError, ValidationError):
+        raise
+    except Exception as err:  # noqa: BLE001 - reported as the flow's failure would be: exit 1, its first line
+        return False, err
+    return None if result is None else (True, result)
+
+
+def _server(args: argparse.Namespace) -> dict[str, Any]:
+    from runbook.server import LocalServer
+    from runbook.settings import load_settings
+
+    server = LocalServer.from_settings(load_settings())
+    if args.action == "start":
+        return server.start()
+    if args.action == "stop":
+        return server.stop()
+    return server.status()
+
+
+def _show_server(payload: dict[str, Any]) -> str:
+    if "url" not in payload:
+        return f"server {payload['server']}" + (f": stopped {', '.join(payload['stopped'])}" if payload.get("stopped") else "")
+    workers = ", ".join(f"{w['name']} pid {w['pid']} {'alive' if w['alive'] else 'NOT RUNNING'}" for w in payload["workers"])
+    lines = [
+        f"server {payload['server']} at {payload['url']} (pid {payload['pid']}, log {payload['log']})",
+        f"workers on pool {payload['work_pool']}: {workers or 'none'}",
+        f"deployments: {payload['deployments']}; {'served' if payload['serving'] else 'NOT served'}",
+    ]
+    if "started" in payload:
+        lines.append(f"started: {', '.join(payload['started'])}" if payload["started"] else "already running")
+    return "\n".join(lines)
 
 
 def _sandbox(args: argparse.Namespace) -> dict[str, Any]:
@@ -202,16 +248,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # The sandbox only when asked for: the flag (or demo) reaches the flows, which read
     # their settings themselves, as RUNBOOK_SANDBOX for this process only.
-    sandbox_before = os.environ.get("RUNBOOK_SANDBOX")
+    before = {name: os.environ.get(name) for name in ("RUNBOOK_SANDBOX", "PREFECT_API_URL")}
     if args.sandbox or args.procedure == "demo":
         os.environ["RUNBOOK_SANDBOX"] = "true"
     try:
         return _main(args, as_json, emit)
     finally:
-        if sandbox_before is None:
-            os.environ.pop("RUNBOOK_SANDBOX", None)
-        else:
-            os.environ["RUNBOOK_SANDBOX"] = sandbox_before
+        for name, value in before.items():  # this process's only (main() may run in a test's process)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], int]) -> int:
@@ -219,7 +266,18 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
         from runbook.settings import load_settings
 
         settings = load_settings()  # bad settings exit 2 before any flow run starts
+        if args.procedure == "server":
+            payload = _server(args)
+            if not as_json:
+                print(_show_server(payload))
+            return emit(payload, EXIT_OK)
         if args.procedure != "sandbox":
+            from runbook.server import use_if_running
+
+            use_if_running(settings)  # `runbook server` runs: the runs (and Variable reads) go there
+        # read-only commands answer without a flow run, so without Prefect at all
+        answered = _direct(args)
+        if answered is None and args.procedure != "sandbox":
             from runbook.logconfig import configure
 
             configure(settings)  # every record of the runs to come: secrets masked, JSON if asked
@@ -230,7 +288,7 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
             return emit(payload, EXIT_OK)
         if args.procedure == "demo":
             return _demo(as_json)
-        completed, result = _procedure(args.procedure, args)
+        completed, result = answered if answered is not None else _procedure(args.procedure, args)
     except (ConfigError, ValidationError) as err:
         message = str(err).splitlines()[0] if isinstance(err, ConfigError) else _validation_message(err)
         print(f"runbook: {message}", file=sys.stderr)
@@ -238,6 +296,9 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
     except KeyboardInterrupt as err:
         print(f"runbook: interrupted ({err})", file=sys.stderr)
         return 130
+    except RunbookError as err:  # runbook server start could not start it
+        print(f"runbook: {args.procedure} {getattr(args, 'action', '')}: {err}", file=sys.stderr)
+        return emit({"error": str(err), "exit_code": EXIT_PROBLEM}, EXIT_PROBLEM)
     stopped = _stopped_by_signal()
     if stopped:
         # the interrupt may surface inside Prefect's engine as another error, which the

@@ -36,6 +36,11 @@ class Procedure:
     mode: dict[str, Any] = field(default_factory=dict)  # fixed parameters of a mode of the flow
     progress: bool = False  # the CLI draws a progress bar from the run's progress events
     aliases: tuple[str, ...] = ()  # other command names (runbook ack = acknowledge)
+    # The hook of read-only commands: the answer without a flow run (plain functions,
+    # no Prefect server needed), or None when these arguments need the flow (silence
+    # add). The CLI tries it first; the flow stays the same answer for the UI and
+    # deployments. backup-list and silence list have one; checklist gets one too.
+    direct: Callable[[argparse.Namespace], Result | None] | None = None
 
     def flow(self) -> Any:
         """The Prefect flow (imported on first use: flows import Prefect)."""
@@ -150,6 +155,17 @@ def _show_list(result: Result) -> str:
         line = f"{row['id']:<24} {row['time']:<26} {row['size']:>10} {row['status']:<8} {row['age']:>8}  {row['verified']}"
         lines.append(line + (f"  ({row['error']})" if row.get("error") else ""))
     return "\n".join(lines)
+
+
+def _list_direct(args: argparse.Namespace) -> Result:
+    """``backup-list`` without a flow run, without Prefect: the store's catalog read directly."""
+    from datetime import timezone
+
+    from runbook.target import prepare
+    from tasks.catalog import list_backups
+
+    settings, target = prepare()
+    return list_backups(settings, target, datetime.now(timezone.utc))
 
 
 def _prune_arguments(p: argparse.ArgumentParser) -> None:
@@ -715,6 +731,22 @@ def _silence_parameters(args: argparse.Namespace) -> dict[str, Any]:
     )}
 
 
+def _silence_direct(args: argparse.Namespace) -> Result | None:
+    """``silence list`` without a flow run; the other actions change state: a flow run."""
+    if args.action != "list":
+        return None
+    from datetime import timezone
+
+    from runbook.settings import load_settings
+    from runbook.target import resolve_target
+    from tasks.alerting import load_alerting, silences
+
+    settings = load_settings()
+    target = resolve_target(settings) if settings.alerts.state_database_url is None else None
+    alerting = load_alerting(settings, target, need_chain=False)
+    return silences(alerting, "list", datetime.now(timezone.utc), include_ended=args.include_ended)
+
+
 def _show_silence(result: Result) -> str:
     if "silences" not in result:
         return result["detail"]
@@ -860,6 +892,13 @@ def _checklist_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return {"params": ChecklistParameters(period=PeriodName(args.period))}
 
 
+def _checklist_direct(args: argparse.Namespace) -> Result:
+    """The latest checklist read directly from its history: no flow run."""
+    from flows.checklist import latest
+
+    return latest(args.period)
+
+
 def _show_checklist(result: Result) -> str:
     head = f"{result['period']} checklist of {result['instance']}, {result['at']}: {result['outcome'].upper()}"
     return "\n".join([head, *_checklist_lines(result["checklist"])])
@@ -874,7 +913,7 @@ PROCEDURES: dict[str, Procedure] = {
                   _backup_arguments, _backup_parameters, _show_backup),
         Procedure("backup-verify", "flows/backup_verify.py:backup_verify", "verify a backup (§6.2)",
                   _verify_arguments, _verify_parameters, _show_verify),
-        Procedure("backup-list", "flows/backup_list.py:backup_list", "list the backups", show=_show_list),
+        Procedure("backup-list", "flows/backup_list.py:backup_list", "list the backups", show=_show_list, direct=_list_direct),
         Procedure("backup-prune", "flows/backup_prune.py:backup_prune", "apply backup retention (dry run unless --apply)",
                   _prune_arguments, _prune_parameters, _show_prune),
         Procedure("dr-drill", "flows/disaster_recovery.py:disaster_recovery", "disaster-recovery drill into a scratch database (§6.4)",
@@ -925,7 +964,7 @@ PROCEDURES: dict[str, Procedure] = {
         Procedure("acknowledge", "flows/acknowledge.py:acknowledge", "acknowledge an incident: its pages stop (§9)",
                   _ack_arguments, _ack_parameters, _show_ack, aliases=("ack",)),
         Procedure("silence", "flows/silence.py:silence", "add, list or expire a silence (at most 7 days, audited)",
-                  _silence_arguments, _silence_parameters, _show_silence),
+                  _silence_arguments, _silence_parameters, _show_silence, direct=_silence_direct),
         Procedure("notify-failure", "flows/notify_failure.py:notify_failure", "what the automations run when a flow run fails",
                   _notify_failure_arguments, _notify_failure_parameters, _show_notify_failure),
 
@@ -947,7 +986,7 @@ PROCEDURES: dict[str, Procedure] = {
                   "the monthly procedures of §4.3 as subflows and the monthly checklist of §8",
                   _period_arguments, _period_parameters, _show_period),
         Procedure("checklist", "flows/checklist.py:checklist", "the latest daily, weekly or monthly checklist (§8)",
-                  _checklist_arguments, _checklist_parameters, _show_checklist),
+                  _checklist_arguments, _checklist_parameters, _show_checklist, direct=_checklist_direct),
         Procedure("performance-report", "flows/performance_report.py:performance_report",
                   "p50/p95, error rate and req/s of a day/week/month against the previous, per endpoint (§4.1, §8, §7.1)",
                   _performance_arguments, _performance_parameters, _show_performance),

@@ -757,6 +757,28 @@ class MaintenanceSettings(BaseModel):
     )
 
 
+class HeavyJobsSettings(BaseModel):
+    """The heavy jobs on one database (backup, db-maintenance, data-cleanup, dr-drill,
+    disaster-recovery) take its one slot, the global concurrency limit runbook-db-<instance>."""
+
+    wait_seconds: float = Field(
+        900.0, ge=1,
+        description="How long a heavy job waits for its database's slot while another heavy job holds it; "
+        "then it fails naming the holder.",
+    )
+
+
+class ServerSettings(BaseModel):
+    """``runbook server``: the local Prefect server under RUNBOOK_HOME that the CLI shares."""
+
+    host: str = Field("127.0.0.1", description="Address the local Prefect server listens on (API and UI).")
+    port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server (API and UI).")
+    workers: int = Field(1, ge=1, le=16, description="Process workers runbook server starts on prefect.yaml's work pool.")
+    startup_timeout_seconds: float = Field(180.0, gt=0, description="How long runbook server start waits for the server to answer.")
+    scheduler: bool = Field(
+        True, description="Run prefect.yaml's schedules (false: the deployments show their schedules, but only runs started by hand happen)."
+    )
+
 class EdgeCall(KillSwitchCall):
     """An edge task outside runbook (§4): a command (argv, no shell) or an HTTP call."""
 
@@ -1031,6 +1053,8 @@ class RunbookSettings(BaseSettings):
     certs: CertSettings = Field(default_factory=CertSettings)
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    heavy_jobs: HeavyJobsSettings = Field(default_factory=HeavyJobsSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)

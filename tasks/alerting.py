@@ -307,6 +307,12 @@ def read_timeline(alerting: Alerting, incident: int) -> list[dict[str, Any]]:
 @task(name="silences", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def silences_task(alerting: Alerting, action: str, now: datetime, **kw: Any) -> dict[str, Any]:
     """Add, expire or list silences (each change audited)."""
+    return silences(alerting, action, now, **kw)
+
+
+def silences(alerting: Alerting, action: str, now: datetime, **kw: Any) -> dict[str, Any]:
+    """Add, expire or list silences (each change audited): ``silences_task`` without
+    Prefect, what ``runbook silence list`` answers from without a flow run."""
     with alerting.connect() as conn:
         if action == "add":
             saved = alertstate.add_silence(conn, alerting.schema, kw["silence"], now)

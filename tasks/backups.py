@@ -42,6 +42,7 @@ from runbook.retry import RETRIES, backoff, retry_transient
 from runbook.settings import BackupSettings
 from tasks import postgres
 from tasks.pgtools import BackupTimeLimit, DumpResult, FetchResult, PgTools, fetch_dump, stream_dump
+from tasks.catalog import read_catalog  # noqa: F401 - re-exported: the flows read it from here
 from tasks.store import BackupStore, get_json, put_json
 
 LOCK_NAME = "runbook backup"
@@ -53,30 +54,6 @@ def first_line(error: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- catalog
-
-
-def read_catalog(store: BackupStore, instance: str) -> tuple[list[Manifest], dict[str, Verification]]:
-    """Every manifest under ``instance/`` (oldest first) and the verifications recorded."""
-    keys = store.list_keys(f"{instance}/")
-    manifests: list[Manifest] = []
-    for backup_id in ids_in(keys):
-        try:
-            manifest = Manifest.model_validate(get_json(store, manifest_key(instance, backup_id)))
-        except (ValueError, StoreError):
-            continue  # an unreadable manifest is not a usable backup
-        # an older manifest has no instance: it belongs where it was found
-        manifest.instance = manifest.instance or instance
-        manifests.append(manifest)
-    verifications: dict[str, Verification] = {}
-    present = set(keys)
-    for manifest in manifests:
-        key = verification_key(instance, manifest.id)
-        if key in present:
-            try:
-                verifications[manifest.id] = Verification.model_validate(get_json(store, key))
-            except (ValueError, StoreError):
-                continue
-    return manifests, verifications
 
 
 @task(name="read-catalog", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)

@@ -488,24 +488,47 @@ def check_store(store: BackupStore) -> None:
 
 # --------------------------------------------------------------------------- Prefect tasks
 
-from prefect import get_run_logger, task  # noqa: E402 - the plain classes above need no Prefect
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+# The task is made on first use (a module ``__getattr__``, PEP 562): the plain store
+# above serves the read-only commands (``runbook backup-list``), which answer without
+# importing Prefect at all (about 3 s of CPU); ``from tasks.store import
+# open_backup_store`` works as before.
 
-from runbook.retry import RETRIES, backoff, retry_transient  # noqa: E402
 
-
-@task(name="open-backup-store", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def open_backup_store(url: str, s3_endpoint_url: str | None = None, part_size_mb: int = 16) -> BackupStore:
+def _open_backup_store(url: str, s3_endpoint_url: str | None = None, part_size_mb: int = 16) -> BackupStore:
     """Open the backup store and check that it can be used (the bucket exists)."""
+    from prefect import get_run_logger
+
     store = open_store(url, s3_endpoint_url=s3_endpoint_url, part_size_mb=part_size_mb)
     get_run_logger().info("Opening the backup store %s", store.url)
     check_store(store)
     return store
 
 
-@task(name="store-report", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def store_report(store: BackupStore, key: str, data: bytes) -> str:
+def _store_report(store: BackupStore, key: str, data: bytes) -> str:
     """Keep a report file (a review's chart) in the backup store beside the backups, to download."""
+    from prefect import get_run_logger
+
     store.put_bytes(key, data)
     get_run_logger().info("Stored %s (%d bytes) in %s", key, len(data), store.url)
     return key
+
+
+# The Prefect tasks of this module are built on first use, so that read-only commands
+# (backup-list) import no Prefect at all.
+_LAZY_TASKS = {"open_backup_store": ("open-backup-store", "_open_backup_store"), "store_report": ("store-report", "_store_report")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_TASKS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    from runbook.retry import RETRIES, backoff, retry_transient
+
+    task_name, fn_name = _LAZY_TASKS[name]
+    made = task(name=task_name, retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient,
+                cache_policy=NO_CACHE)(globals()[fn_name])
+    made.fn.__name__ = made.fn.__qualname__ = name  # noqa: B010 - as if defined here under its name
+    globals()[name] = made
+    return made

@@ -267,3 +267,15 @@ def standins(
     """Every channel's stand-in, with ``channel_settings()`` and ``settings_env()``
     pointing runbook at all of them."""
     return StandIns(slack_standin, smtp_standin, twilio_standin, statuspage_standin)
+
+
+def free_database_slot(instance: str) -> None:
+    """A test that kills a heavy job with SIGKILL gives its database's slot back, as an
+    operator would (``prefect gcl update runbook-db-<instance> --active-slots 0``),
+    rather than waiting a minute for the killed run's lease to expire."""
+    from prefect import get_client
+
+    from tasks.slots import free_slots
+
+    with get_client(sync_client=True) as client:
+        free_slots(client, instance)

@@ -72,6 +72,33 @@ def test_backup_list_verify_with_json_and_no_secret_anywhere(
         assert logs and not [log.message for log in logs if SECRET in log.message]
 
 
+def test_backup_list_answers_without_a_flow_run_a_server_or_prefect(platform: Platform, cli_env: dict[str, str]) -> None:
+    from flows.backup import BackupParameters, backup
+
+    made = backup(BackupParameters(prune=False))
+    listed_before = _list_runs()
+    probe = (
+        "import json, sys\n"
+        "from runbook.cli import main\n"
+        "code = main(['--json', 'backup-list'])\n"
+        "print(json.dumps({'code': code, 'prefect': 'prefect' in sys.modules}), file=sys.stderr)\n"
+    )
+    # no Prefect server anywhere: an API that refuses connections, and no temporary one
+    env = {**cli_env, "PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    outcome = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert outcome == {"code": 0, "prefect": False}, proc.stderr
+    assert [b["id"] for b in json.loads(proc.stdout)["backups"]] == [made["backup_id"]]
+    assert _list_runs() == listed_before  # and no flow run on the session's server either
+
+
+def _list_runs() -> int:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["backup-list"]))))
+
+
 def test_a_damaged_backup_exits_1_with_the_failed_checks(platform: Platform, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     made = json.loads(runbook_here("--json", "backup", "--no-prune", env=cli_env, monkeypatch=monkeypatch).stdout)
     dump = Path(platform.store_url, platform.database, f"{made['backup_id']}.dump.zst")

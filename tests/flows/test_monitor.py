@@ -141,6 +141,24 @@ def test_ack_stops_the_next_level_and_silence_holds(alerting_env: dict[str, str]
     assert too_long.returncode == 2 and "7 days" in too_long.stderr
 
 
+def test_silence_list_answers_without_a_flow_run(alerting_env: dict[str, str], standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    def silence_runs() -> int:
+        with get_client(sync_client=True) as client:
+            return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["silence"]))))
+
+    added = runbook_here("--json", "silence", "add", "--rule", "database-down", "--author", "aiko", "--reason", "drill", "--for", "2h",
+                         env={}, monkeypatch=monkeypatch)
+    assert added.returncode == 0, added.stderr
+    runs = silence_runs()  # adding changes state: a flow run
+    listed = runbook_here("--json", "silence", "list", env={}, monkeypatch=monkeypatch)
+    assert listed.returncode == 0, listed.stderr
+    assert [(s["author"], s["reason"]) for s in json.loads(listed.stdout)["silences"]] == [("aiko", "drill")]
+    assert silence_runs() == runs  # listing made none
+
+
 def test_alert_test_reports_each_channel(alerting_env: dict[str, str], standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
     with standins.twilio.down():
         result = runbook_here("--json", "alert-test", env={}, monkeypatch=monkeypatch)
