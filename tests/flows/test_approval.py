@@ -4,15 +4,11 @@ an approval (timeout, wrong phrase, preview only) nothing is applied."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
 from prefect import flow, task
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
 
 from flows.approval import run_action
@@ -20,6 +16,7 @@ from runbook.reports import expected_failures
 from runbook.security.actions import ActionRequest, NotApproved, Preview, check_phrase
 from tasks import secstate
 from tasks.secstate import SecurityState
+from tests.paused import wait_paused
 
 APPLIED: list[str] = []
 
@@ -69,15 +66,6 @@ def test_preview_only_and_noop_change_nothing(platform: Any) -> None:
     assert [p for p, _, _ in _audit(platform.dsn)] == ["preview", "preview", "noop"]
 
 
-def _wait_paused(timeout: float = 60) -> UUID:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))))
-        if runs:
-            return runs[0].id
-        time.sleep(0.3)
-    raise AssertionError("the action never paused for approval")
 
 
 @pytest.mark.parametrize("typed, applied", [("demo 93.184.216.34/32", True), ("demo 93.184.216.34", False)])
@@ -85,7 +73,7 @@ def test_the_run_pauses_for_the_typed_phrase(platform: Any, typed: str, applied:
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(state=demo_action(platform.dsn, return_state=True)))
     worker.start()
-    run = _wait_paused()
+    run = wait_paused("the action")
     assert APPLIED == []  # nothing before the approval
     resume_flow_run(run, run_input={"phrase": typed})
     worker.join(timeout=120)

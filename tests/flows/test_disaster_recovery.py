@@ -11,19 +11,18 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
 from prefect import get_client
 from prefect.artifacts import Artifact
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
 
 from flows.backup import BackupParameters, backup
 from flows.disaster_recovery import DrParameters, Mode, disaster_recovery
 from tasks.postgres import advisory_key, with_database
 from tests.conftest import Platform, _dsn_url, scratch_databases
+from tests.paused import wait_paused
 
 
 @pytest.fixture
@@ -222,18 +221,6 @@ def recovery(backed_up: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch, t
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
 
 
-def _wait_paused(timeout: float = 60, flow_name: str = "disaster-recovery") -> UUID:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))),
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            )
-        if runs:
-            return runs[0].id
-        time.sleep(0.3)
-    raise AssertionError("the recovery never paused for confirmation")
 
 
 def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
@@ -255,11 +242,11 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(zip(("state", "report"), _run(mode=Mode.RECOVER, acceptance=None))))
     worker.start()
-    run_id = _wait_paused()
+    run_id = wait_paused("the recovery", flow_name="disaster-recovery")
     assert Recorder.calls == []  # nothing touched before the confirmation
     resume_flow_run(run_id, run_input={"database": name})
     # it ends with the user acceptance test (§6.4), asked the same way
-    resume_flow_run(_wait_paused(300, "user-acceptance"), run_input={"accepted_by": "mio", "tried": "logged in, paid"})
+    resume_flow_run(wait_paused("the acceptance test", timeout=300, flow_name="user-acceptance"), run_input={"accepted_by": "mio", "tried": "logged in, paid"})
     worker.join(timeout=300)
     state, report = outcome["state"], outcome["report"]
     assert state.is_completed(), state.message

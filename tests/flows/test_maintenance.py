@@ -9,15 +9,11 @@ import hashlib
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
-from prefect import get_client
 from prefect.artifacts import Artifact
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
 
 from flows.checklist import latest
@@ -25,6 +21,7 @@ from flows.daily_maintenance import daily_maintenance
 from flows.periods import PeriodParameters
 from runbook.reports import artifact_key
 from tests.conftest import Platform, runbook_here
+from tests.paused import wait_paused
 
 CHEAP_DAILY = {
     "items": [
@@ -119,22 +116,13 @@ def test_the_cli_records_unanswered_items_as_not_confirmed_and_shows_the_latest_
     assert bad.returncode == 2 and "not a checklist item a person answers" in bad.stderr
 
 
-def _wait_paused(timeout: float = 120) -> UUID:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))))
-        if runs:
-            return runs[0].id
-        time.sleep(0.3)
-    raise AssertionError("the checklist never asked")
 
 
 def test_the_items_only_a_person_answers_are_asked_in_the_ui(cheap_daily: Path, platform: Platform) -> None:
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(zip(("state", "report"), _run())))
     worker.start()
-    run_id = _wait_paused()
+    run_id = wait_paused("the checklist", timeout=120)
     resume_flow_run(run_id, run_input={"answered_by": "mio", "user_support_inquiries": "done", "notes": "3 tickets closed"})
     worker.join(timeout=120)
     lines = {line["text"]: line for line in outcome["report"]["checklist"]}

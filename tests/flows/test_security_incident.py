@@ -4,20 +4,17 @@ offered from the watch's findings with previews, applied only by its typed phras
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
 
 from runbook.security.incident import PHASES
 from tests.conftest import ANCHOR
 from tests.flows.test_security_watch import BRUTE, failures
+from tests.paused import wait_paused
 
 T = ANCHOR + timedelta(hours=1)
 
@@ -73,24 +70,14 @@ def test_all_six_phases_with_the_answers_given_apply_only_the_typed_phrase(attac
             ("ana", "preview"), ("ana", "preview"), ("ana", "applied")]
 
 
-def _wait_paused(key: str, timeout: float = 90) -> UUID:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=dict(name=FlowRunFilterStateName(any_=["Paused"]))))
-        for run in runs:
-            if run.state and run.state.state_details.pause_key == key:
-                return run.id
-        time.sleep(0.3)
-    raise AssertionError(f"the incident never paused at {key}")
 
 
 def test_the_run_pauses_to_assess_and_contain_and_nothing_is_applied_untyped(attacked: Any) -> None:
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(state=_run(root_cause="weak password", lessons="MFA")))
     worker.start()
-    resume_flow_run(_wait_paused("assess"), run_input={"severity": "critical", "scope": "one admin account"})
-    run = _wait_paused("contain")
+    resume_flow_run(wait_paused("the incident at assess", timeout=90, key="assess"), run_input={"severity": "critical", "scope": "one admin account"})
+    run = wait_paused("the incident at contain", timeout=90, key="contain")
     assert _blocks(attacked.dsn) == []  # previews only, so far
     resume_flow_run(run, run_input={"apply": ""})
     worker.join(timeout=180)
