@@ -407,6 +407,7 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
         postgres.try_advisory_lock(lock, f"disaster-recovery of {database}")
         if params.mode is Mode.RECOVER:
             confirm_recovery(params, destination.name, settings)
+        labelled = None
         try:
             if params.mode is Mode.DRILL:
                 timeline.skip("shutdown", "a drill never touches the live platform")
@@ -438,6 +439,10 @@ def disaster_recovery(params: DrParameters = DrParameters()) -> Any:
                 findings.analyze.wait()
             if not params.keep_restored:
                 pipeline.discard()
+            if labelled is not None:
+                # before the slot is given back: releasing it rewrites the run's tags, and
+                # must not overwrite the ones the labelling adds
+                labelled.wait()
     if params.mode is Mode.RECOVER:  # after the lock: the users may take their time
         record.acceptance, check = acceptance_test(params, record, settings.dr.acceptance_timeout_seconds)
         findings.checks.append(check)
