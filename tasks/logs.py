@@ -154,13 +154,15 @@ def endpoint_figures(conn: psycopg.Connection[Any], shape: LogShape, endpoint: L
     ep = text_of(endpoint) if endpoint else sql.SQL("NULL::text")
     sets = sql.SQL("GROUPING SETS ((ep), ())") if endpoint else sql.SQL("GROUPING SETS (())")
     grouping = sql.SQL("GROUPING(ep)") if endpoint else sql.SQL("1")
+    # without an endpoint field only the total is grouped: ep may not be selected bare
+    outer_ep = sql.SQL("ep") if endpoint else sql.SQL("NULL::text")
     rows = conn.execute(
         sql.SQL(
-            "SELECT ep, {grouping} AS total, count(*), count(*) FILTER (WHERE err), count(n),"
+            "SELECT {outer_ep}, {grouping} AS total, count(*), count(*) FILTER (WHERE err), count(n),"
             " percentile_cont(ARRAY[0.5, 0.95]::double precision[]) WITHIN GROUP (ORDER BY n)"
             " FROM (SELECT {ep} AS ep, {is_error} AS err, {number} AS n FROM {table} WHERE {in_window}) r"
             " GROUP BY {sets} ORDER BY 2 DESC, 3 DESC, 1 NULLS FIRST LIMIT {limit}"
-        ).format(grouping=grouping, ep=ep, is_error=is_error, number=number, table=table, in_window=in_window, sets=sets,
+        ).format(outer_ep=outer_ep, grouping=grouping, ep=ep, is_error=is_error, number=number, table=table, in_window=in_window, sets=sets,
                  limit=sql.Literal(top + 1))
     ).fetchall()
     out = []

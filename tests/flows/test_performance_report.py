@@ -61,3 +61,15 @@ def test_a_week_against_the_previous_from_the_history_and_per_endpoint_from_the_
     assert markdown is not None and "data:image/png;base64," in str(markdown.data)
     assert Artifact.get(artifact_key("performance-endpoints", platform.database, "week")) is not None
     assert (Path(platform.store_url) / report["chart"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_an_endpoint_field_the_logs_give_the_totals_only(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUNBOOK_PERFORMANCE__ENDPOINT unset (none, the default): the all-rows figures, no breakdown, said so."""
+    monkeypatch.delenv("RUNBOOK_PERFORMANCE__ENDPOINT", raising=False)
+    state = performance_report(PerformanceReportParameters(period="day", end=ANCHOR), return_state=True)
+    assert state.is_completed(), state.message
+    report = state.result()
+    day = seeded_window(24)
+    assert [row["endpoint"] for row in report["endpoints"]] == ["(all rows)"]
+    assert report["endpoints"][0]["rows"] == len(day)
+    assert report["endpoints"][0]["p95_ms"]["current"] == pytest.approx(percentile_cont([float(r["response_time"]) for r in day], 0.95))
