@@ -57,7 +57,7 @@ def capacity_chart(reviews: Sequence["MetricReview"], points: dict[str, list[tup
     for ax, review in zip(axes[:, 0], reviews, strict=False):
         history = points.get(review.metric, [])
         if history:
-            ax.plot([at for at, _ in history], [v for _, v in history], ".", markersize=2, label="history")
+            ax.plot([at for at, _ in history], [v for _, v in history], "o" if len(history) < 50 else ".", markersize=4 if len(history) < 50 else 2, label="history")
         if review.fit is not None and review.status in ("growing", "over") and review.enough:
             start = history[0][0] if history else now
             ax.plot([start, end], [review.fit.at(start), review.fit.at(end)], "--", linewidth=1, label="trend")

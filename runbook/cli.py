@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", parents=[common], help="the local Prefect server under RUNBOOK_HOME that the CLI shares")
     p.add_argument("action", choices=["start", "stop", "status"])
 
-    sub.add_parser("demo", parents=[common], help="sandbox up, seed, backup, backup-verify, print the report")
+    p = sub.add_parser(
+        "demo", parents=[common],
+        help="on the sandbox: backup, backup-verify, dr-drill, data-cleanup (dry run), deploy-verify, daily checklist, "
+        "capacity review, a monitor alert to a Slack stand-in; a one-screen summary",
+    )
+    p.add_argument("--keep-server", action="store_true", help="leave the local Prefect server up to browse the runs")
     return parser
 
 
@@ -271,6 +275,8 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
             if not as_json:
                 print(_show_server(payload))
             return emit(payload, EXIT_OK)
+        if args.procedure == "demo":
+            return _demo(as_json, args.keep_server, settings)
         if args.procedure != "sandbox":
             from runbook.server import use_if_running
 
@@ -286,8 +292,6 @@ def _main(args: argparse.Namespace, as_json: bool, emit: Callable[[Any, int], in
             if not as_json:
                 print(json.dumps(payload, indent=2, default=str))
             return emit(payload, EXIT_OK)
-        if args.procedure == "demo":
-            return _demo(as_json)
         completed, result = answered if answered is not None else _procedure(args.procedure, args)
     except (ConfigError, ValidationError) as err:
         message = str(err).splitlines()[0] if isinstance(err, ConfigError) else _validation_message(err)
@@ -327,41 +331,15 @@ def _validation_message(err: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
 
 
-def _demo(as_json: bool) -> int:
-    """The README's first command: a sandbox with data, one backup, its verification, a DR drill."""
-    from runbook.settings import load_settings
-    from sandbox.platform import Sandbox
+def _demo(as_json: bool, keep_server: bool, settings: Any) -> int:
+    """The README's first command (runbook/demo.py)."""
+    from runbook.demo import run_demo
+    from runbook.logconfig import configure
 
-    settings = load_settings()
-    box = Sandbox(settings.home)
-    if box.describe() is None:
-        counts = box.seed(1)
-        if not as_json:
-            print(f"sandbox seeded under {Path(settings.home).resolve()}: {counts}", file=sys.stderr)
-    args = argparse.Namespace(fingerprint=True, prune=True, prune_dry_run=False)
-    completed, backup_result = _procedure("backup", args)
-    if isinstance(backup_result, ConfigError):
-        raise backup_result  # exit 2, e.g. a DSN set beside the sandbox
-    if not completed:
-        print(f"runbook: backup failed: {_fail_message(backup_result)}", file=sys.stderr)
-        return EXIT_PROBLEM
-    if not as_json:
-        print(_human("backup", backup_result))
-    verify_args = argparse.Namespace(backup_id=backup_result["backup_id"], at=None, deep=True)
-    verified, verify_result = _procedure("backup-verify", verify_args)
-    if not as_json:
-        print(_human("backup-verify", verify_result))
-    drill_args = argparse.Namespace(
-        backup_id=backup_result["backup_id"], at=None, rto_minutes=240.0, rpo_minutes=60.0, keep_restored=False
-    )
-    drilled, drill_result = _procedure("dr-drill", drill_args)
-    if as_json:
-        sys.stdout.write(
-            json.dumps({"backup": backup_result, "verification": verify_result, "drill": drill_result}, default=str) + "\n"
-        )
-    else:
-        print(_human("dr-drill", drill_result) if isinstance(drill_result, dict) else f"drill: {_fail_message(drill_result)}")
-    return EXIT_OK if verified and drilled else EXIT_PROBLEM
+    def run(name: str, argv: list[str]) -> tuple[bool, Any]:
+        return _procedure(name, build_parser().parse_args([name, *argv]))
+
+    return run_demo(as_json, keep_server, run, lambda: configure(settings), _human)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,9 @@ class LocalServer:
     # ----------------------------------------------------------------------- processes
 
     def _env(self, api_url: str, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
+        # the server's runs are the platform's: the sandbox never rides along (RUNBOOK_SANDBOX
+        # of a `runbook --sandbox ...` or demo process would refuse every run beside the DSN's block)
+        env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_SANDBOX"}
         env.update(
             PREFECT_HOME=str(self.folder / "prefect"),
             PREFECT_API_URL=api_url,

@@ -163,31 +163,6 @@ def test_bad_input_exits_2_with_one_clear_line(
     assert len(errors) == 1
 
 
-def test_the_readme_demo_runs_on_the_embedded_sandbox(tmp_path: Path, prefect_harness: str) -> None:
-    """No RUNBOOK_DATABASE_URL: runbook starts its own PostgreSQL, seeds it, backs up, verifies."""
-    env = {"PREFECT_API_URL": prefect_harness, "RUNBOOK_HOME": str(tmp_path / "rb")}
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
-    try:
-        demo = subprocess.run(
-            [sys.executable, "-m", "runbook.cli", "demo"], capture_output=True, text=True, env={**base, **env}, timeout=300
-        )
-        assert demo.returncode == 0, demo.stderr[-2000:]
-        assert "verification of backup_" in demo.stdout and "PASSED" in demo.stdout
-        assert "ok   fingerprint:public.users" in demo.stdout
-        assert "drill of platform from backup_" in demo.stdout and "RTO" in demo.stdout
-        status = subprocess.run(
-            [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "status"], capture_output=True, text=True, env={**base, **env}, timeout=120
-        )
-        assert json.loads(status.stdout)["sandbox"] == "running"
-        assert "scale=1" in json.loads(status.stdout)["data"]
-        assert list((tmp_path / "rb" / "backups" / "local-5432-platform").glob("*.dump.zst"))
-    finally:
-        down = subprocess.run(
-            [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120
-        )
-    assert json.loads(down.stdout)["sandbox"] == "down"
-
-
 def test_a_drill_stopped_by_sigterm_drops_its_scratch_database(platform: Platform, cli_env: dict[str, str]) -> None:
     import signal
     import time
