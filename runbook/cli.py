@@ -73,12 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_flow(flow_fn: Callable[..., Any], **kwargs: Any) -> tuple[bool, Any]:
     """Run a flow and return (completed, result or exception)."""
-    state = flow_fn(**kwargs, return_state=True)
+    state = _without_heartbeats(flow_fn, kwargs)
     try:
         result = state.result(raise_on_failure=False)
     except BaseException as err:  # noqa: BLE001 - a crashed run has no result
         result = err
     return state.is_completed(), result
+
+
+def _without_heartbeats(flow_fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """The flow's final state. Prefect's flow-run heartbeats (every 180 s by default) cost
+    up to a second at the end of every flow and subflow, waiting for the heartbeat
+    thread's sleep; nothing of runbook watches them (no zombie-run automation), so the
+    CLI's runs send none unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set explicitly.
+    Deployed runs (a worker's) keep Prefect's default."""
+    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or os.environ.get("PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
+        return flow_fn(**kwargs, return_state=True)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return flow_fn(**kwargs, return_state=True)
 
 
 def _procedure(name: str, args: argparse.Namespace) -> tuple[bool, Any]:
