@@ -353,7 +353,7 @@ def _demo(as_json: bool, keep_server: bool, settings: Any) -> int:
     def run(name: str, argv: list[str]) -> tuple[bool, Any]:
         return _procedure(name, build_parser().parse_args([name, *argv]))
 
-    return run_demo(as_json, keep_server, run, lambda: configure(settings), _human)
+    return run_demo(as_json, keep_server, run, lambda: configure(settings))
 
 
 if __name__ == "__main__":

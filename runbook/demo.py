@@ -93,7 +93,7 @@ def start_server(settings: Any, note: Callable[[str], None]) -> tuple[str | None
 
 
 def run_demo(as_json: bool, keep_server: bool, run: Callable[[str, list[str]], tuple[bool, Any]],
-             configure: Callable[[], None], show: Callable[[str, Any], str]) -> int:
+             configure: Callable[[], None]) -> int:
     """The demo; ``run(procedure, argv)`` runs one procedure as the CLI would."""
     from runbook.settings import load_settings
     from sandbox.platform import Sandbox
@@ -123,7 +123,7 @@ def run_demo(as_json: bool, keep_server: bool, run: Callable[[str, list[str]], t
             "steps": [{"name": s.name, "ok": s.ok, "summary": s.line, "result": s.result} for s in steps],
         }, default=_jsonable) + "\n")
     else:
-        print(summary(steps, api_url, started is not None, kept, show))
+        print(summary(steps, api_url, started is not None, kept))
     return 0 if ok else 1
 
 
@@ -138,6 +138,9 @@ def _steps(dsn: str, run: Callable[[str, list[str]], tuple[bool, Any]], note: Ca
     token, webhook_secret = secrets.token_urlsafe(24), f"whsec_{secrets.token_hex(16)}"
     api = serve(dsn, dashboard_token=token, webhook_secret=webhook_secret)
     slack = SlackStandIn()
+    from runbook.logconfig import hide
+
+    hide(token, webhook_secret, slack.webhook_url, slack.token)  # masked in every record, whatever logs them
     env = {
         "RUNBOOK_PLATFORM_URL": api.url,
         "RUNBOOK_PLATFORM_TOKEN": token,
@@ -227,7 +230,7 @@ def _message(result: Any) -> str:
     return "done" if result is not None else "no result"
 
 
-def summary(steps: list[Step], api_url: str | None, started: bool, kept: bool, show: Callable[[str, Any], str]) -> str:
+def summary(steps: list[Step], api_url: str | None, started: bool, kept: bool) -> str:
     """One screen: each step's outcome, the drill's RTO and RPO, where to look."""
     width = max(len(s.name) for s in steps)
     lines = ["runbook demo on the embedded sandbox", ""]

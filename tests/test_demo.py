@@ -15,6 +15,7 @@ Everything is stopped in teardown.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,9 @@ def test_the_demo_runs_every_main_procedure_and_sums_up_on_one_screen(demo: Demo
     assert "within the 4h00m00s target" in rto and "within the 1h00m00s target" in rpo
     assert f"{demo.ui} (scheduler off" in out
     assert "Traceback" not in demo.proc.stderr
+    # the stand-ins' made-up secrets are never shown: the webhook secret, Slack's webhook path
+    printed = demo.proc.stdout + demo.proc.stderr
+    assert not re.search(r"whsec_[0-9a-f]{32}", printed) and not re.search(r"B0STANDIN/[0-9a-f]{24}", printed)
 
 
 def test_the_kept_server_serves_the_deployments_and_the_demos_runs(demo: Demo) -> None:
