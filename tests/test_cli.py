@@ -163,6 +163,27 @@ def test_bad_input_exits_2_with_one_clear_line(
     assert len(errors) == 1
 
 
+def test_the_demo_records_on_an_explicit_prefect_server_and_starts_none(tmp_path: Path, prefect_harness: str) -> None:
+    """PREFECT_API_URL set: the demo's runs go there, no local server is started (or left)."""
+    env = {"PREFECT_API_URL": prefect_harness, "RUNBOOK_HOME": str(tmp_path / "rb")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "runbook.cli", "demo"], capture_output=True, text=True, env={**base, **env}, timeout=600
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr[-2000:]
+        assert f"on the Prefect server at {prefect_harness.removesuffix('/api')}" in demo.stdout
+        assert "ok   dr-drill" in demo.stdout and "achieved RPO: RPO" in demo.stdout
+        assert "starting the local Prefect server" not in demo.stderr
+        assert not (tmp_path / "rb" / "server" / "state.json").exists()
+        assert list((tmp_path / "rb" / "backups" / "local-5432-platform").glob("*.dump.zst"))
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "runbook.cli", "--json", "sandbox", "down"], capture_output=True, text=True, env={**base, **env}, timeout=120
+        )
+    assert json.loads(down.stdout)["sandbox"] == "down"
+
+
 def test_a_drill_stopped_by_sigterm_drops_its_scratch_database(platform: Platform, cli_env: dict[str, str]) -> None:
     import signal
     import time
