@@ -12,6 +12,7 @@ registry entry's ``direct``) answer without a flow run, and so without Prefect.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -356,5 +357,16 @@ def _demo(as_json: bool, keep_server: bool, settings: Any) -> int:
     return run_demo(as_json, keep_server, run, lambda: configure(settings))
 
 
+def run() -> int:
+    """The ``runbook`` command: :func:`main`, then a quick exit. After a flow run the
+    interpreter's shutdown spent about 0.6 s collecting the objects Prefect's import
+    made (every module's garbage, twice); frozen, the collector leaves them to the
+    process's end. Threads, atexit handlers (Prefect's log and event drains) and
+    buffered output are finished as usual."""
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

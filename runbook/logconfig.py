@@ -275,9 +275,9 @@ def apply(settings: "RunbookSettings") -> None:
 
 
 def configure(settings: "RunbookSettings") -> None:
-    """At a process's start (the CLI): Prefect's logging set up now (later imports of
-    Prefect only adjust it), then :func:`apply`."""
-    from prefect.logging.configuration import ensure_logging_setup
+    """At a process's start (the CLI): Prefect's logging set up now, then :func:`apply`.
+    Importing ``prefect.main`` (what ``from prefect import flow`` does anyway) is what sets
+    it up; setting it up first by hand made that import set it up a second time."""
+    import prefect.main  # noqa: F401 - configures Prefect's logging, once
 
-    ensure_logging_setup()
     apply(settings)
