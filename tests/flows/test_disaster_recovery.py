@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from prefect import get_client
 from prefect.artifacts import Artifact
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_runs import resume_flow_run
 
 from flows.backup import BackupParameters, backup
@@ -260,6 +262,26 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     assert "hook-token-123" not in json.dumps(report)
     assert report["acceptance"] == {"status": "accepted", "by": "mio", "tried": "logged in, paid", "detail": "accepted by mio after: logged in, paid"}
     assert "user acceptance test: accepted: accepted by mio after: logged in, paid" in report["notes"]
+
+
+def test_an_unanswered_acceptance_test_is_recorded_as_not_accepted_never_as_accepted(
+    recovery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform, _, name = recovery
+    monkeypatch.setenv("RUNBOOK_DR__ACCEPTANCE_TIMEOUT_SECONDS", "3")
+    state, report = _run(mode=Mode.RECOVER, confirm=name, acceptance=None)  # asked in the UI; nobody answers
+    assert state.is_completed(), state.message  # the platform is back; the missing acceptance is a warning
+    assert report["acceptance"] == {"status": "not accepted", "detail": "no answer within 3 s"}
+    assert "user acceptance test: not accepted: no answer within 3 s" in report["notes"]
+    history = [json.loads(p.read_text()) for p in (Path(platform.store_url) / platform.database / "drills").glob("recovery_*.json")]
+    assert [h["acceptance"]["status"] for h in history] == ["not accepted"]
+    with get_client(sync_client=True) as client:  # the question itself was a real paused run that timed out
+        (asked,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["user-acceptance"])),
+            sort=FlowRunSort.START_TIME_DESC, limit=1,
+        )
+    assert asked.state is not None and not asked.state.is_completed()
+    assert _counts(with_database(platform.admin_dsn, name)) == _counts(platform.dsn)
 
 
 def test_a_recovery_refuses_a_wrong_confirmation_and_a_non_empty_target(recovery: Any) -> None:
