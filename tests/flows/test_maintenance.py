@@ -22,6 +22,7 @@ from flows.periods import PeriodParameters
 from runbook.reports import artifact_key
 from tests.conftest import Platform, runbook_here
 from tests.paused import wait_paused
+from tests.standins import Answer, HttpStandIn, Received
 
 CHEAP_DAILY = {
     "items": [
@@ -116,6 +117,59 @@ def test_the_cli_records_unanswered_items_as_not_confirmed_and_shows_the_latest_
     assert bad.returncode == 2 and "not a checklist item a person answers" in bad.stderr
 
 
+
+
+class EdgeApi(HttpStandIn):
+    """Cloudflare's API as the edge tasks call it: the Workers settings, a KV purge."""
+
+    def answer(self, request: Received) -> Answer:
+        if request.headers.get("authorization") != "Bearer cf-edge-token-77":
+            return 403, {}, {"success": False, "errors": [{"message": "bad token"}]}
+        if request.method == "GET" and request.path.endswith("/workers/scripts/platform-api/settings"):
+            return 200, {}, {"result": WORKERS}
+        if request.method == "POST" and request.path.endswith("/storage/kv/namespaces/cache-ns/bulk/delete"):
+            return 200, {}, {"success": True}
+        return 404, {}, {"error": "not found"}
+
+
+def test_the_edge_tasks_over_http_in_a_real_run_store_the_export_and_never_show_the_token(
+    cheap_daily: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edge = EdgeApi()
+    try:
+        token = {"Authorization": {"env": "CF_EDGE_TOKEN", "prefix": "Bearer "}}
+        monkeypatch.setenv("CF_EDGE_TOKEN", "cf-edge-token-77")
+        monkeypatch.setenv("RUNBOOK_CALENDAR__EDGE__WORKERS_EXPORT", json.dumps(
+            {"url": f"{edge.url}/client/v4/accounts/a1/workers/scripts/platform-api/settings", "method": "GET", "headers": token}))
+        monkeypatch.setenv("RUNBOOK_CALENDAR__EDGE__CACHE_CLEAR", json.dumps(
+            {"url": f"{edge.url}/client/v4/accounts/a1/storage/kv/namespaces/cache-ns/bulk/delete", "headers": token, "body": ["prices:*"]}))
+        state, report = _run(answers={"cost review": "done"}, answered_by="ana", ask_people=False)
+        items = {i["name"]: i for i in report["items"]}
+        assert items["cache-cleanup"]["status"] == "completed", items["cache-cleanup"]
+        assert items["workers-export"]["status"] == "completed", items["workers-export"]
+        seen = sorted((r.method, r.path, r.body, r.headers["authorization"]) for r in edge.received)
+        assert seen == [
+            ("GET", "/client/v4/accounts/a1/workers/scripts/platform-api/settings", "", "Bearer cf-edge-token-77"),
+            ("POST", "/client/v4/accounts/a1/storage/kv/namespaces/cache-ns/bulk/delete", ["prices:*"], "Bearer cf-edge-token-77"),
+        ]
+        (export,) = (p for p in Path(platform.store_url).rglob("workers_*.json"))
+        assert json.loads(export.read_bytes()) == {"result": WORKERS}
+        assert hashlib.sha256(export.read_bytes()).hexdigest() in items["workers-export"]["message"]
+        markdown = Artifact.get(artifact_key("daily-checklist", platform.database)).data  # type: ignore[union-attr]
+        assert "cf-edge-token-77" not in json.dumps(report) and "cf-edge-token-77" not in str(markdown)
+
+        # a refused call (a revoked token): that item fails with the answer, the others still run
+        monkeypatch.setenv("CF_EDGE_TOKEN", "revoked")
+        edge.reset()
+        state, report = _run(answers={"cost review": "done"}, answered_by="ana", ask_people=False)
+        items = {i["name"]: i for i in report["items"]}
+        assert items["cache-cleanup"]["status"] == "failed" and "answered 403" in items["cache-cleanup"]["message"]
+        assert items["workers-export"]["status"] == "failed" and "answered 403" in items["workers-export"]["message"]
+        assert items["log-rotation"]["status"] == "completed" and items["error-log-review"]["status"] == "completed"
+        assert len(list(Path(platform.store_url).rglob("workers_*.json"))) == 1  # nothing stored from a refused export
+        assert state.is_failed() and "workers-export" in state.message  # the export is critical; the cache clean-up is not
+    finally:
+        edge.stop()
 
 
 def test_the_items_only_a_person_answers_are_asked_in_the_ui(cheap_daily: Path, platform: Platform) -> None:
