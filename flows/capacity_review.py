@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
 from runbook import capacity
+from runbook.calendar import HEAVY_MINUTES
 from runbook.charts import capacity_chart, image_markdown
 from runbook.checks import checks_markdown, outcome
 from runbook.dr import DEFAULT_RPO, DEFAULT_RTO
@@ -23,7 +24,11 @@ from runbook.times import in_team_time, show
 from tasks.alerting import state_database
 from tasks.backups import read_catalog_task, read_drill_history
 from tasks.capacity import read_metric_history, read_platform_sizes, record_table_sizes
+from tasks.runs import read_run_durations
 from tasks.store import open_backup_store, store_report
+
+
+BUDGET_DAYS = 35  # the heavy runs whose durations are held against the calendar: a month's, and the monthly run's
 
 
 class CapacityReviewParameters(BaseModel):
@@ -41,6 +46,8 @@ def capacity_review(params: CapacityReviewParameters = CapacityReviewParameters(
     connections 80 %, CPU/memory 80 % (§7.1-§7.2); the scale-up signal (CPU and memory
     over 80 %); the hourly full dump and the restore at the projected size against the
     1 h RPO and 4 h RTO (§6.3), from the throughputs the backups and drills measured.
+    The heavy jobs' recent run durations (and the backup's at the projected size)
+    against the minutes the calendar gives each (runbook/calendar.py HEAVY_MINUTES).
     Too few points or a poor fit is "insufficient data", a shrinking metric "not
     growing". Table sizes are read now and recorded (runbook's table_size_history). A
     chart (also in the backup store) and a status table are left on the run; what it
@@ -81,7 +88,11 @@ def capacity_review(params: CapacityReviewParameters = CapacityReviewParameters(
     size = by_metric["database_size_gb"]
     windows = [capacity.review_window(backup_rate, DEFAULT_RPO, size, now, policy),
                capacity.review_window(restore_rate, DEFAULT_RTO, size, now, policy)]
-    checks = capacity.review_checks(reviews, scale, windows, policy.horizon_days)
+    # the calendar's budgets: the backups' own durations from their manifests, the periods' from the server's runs
+    durations = read_run_durations([n for n in HEAVY_MINUTES if n != "backup"], now - timedelta(days=BUDGET_DAYS), now)
+    durations["backup"] = capacity.backup_minutes(manifests, now - timedelta(days=BUDGET_DAYS), now)
+    budgets = capacity.budget_reviews(durations, HEAVY_MINUTES, windows[0], BUDGET_DAYS)
+    checks = capacity.review_checks(reviews, scale, windows, policy.horizon_days, budgets)
 
     png = capacity_chart(reviews, history, now, policy.horizon_days)
     chart_key = None
@@ -103,6 +114,7 @@ def capacity_review(params: CapacityReviewParameters = CapacityReviewParameters(
         "windows": [w.model_dump() for w in windows],
         "database_bytes": sizes.database_bytes,
         "tables": capacity.table_rows(table_history, sizes.tables, now, policy),
+        "calendar": [b.model_dump() for b in budgets],
         "chart": chart_key,
     }
     report["outcome"] = outcome(checks)

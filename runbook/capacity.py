@@ -345,6 +345,72 @@ def review_window(throughput: Throughput, window: timedelta, size: MetricReview,
                         days=eta.days, detail=detail)
 
 
+# --------------------------------------------------------------------------- the calendar's budgets
+
+
+class RunBudget(BaseModel):
+    """A heavy deployment's measured run durations against the minutes the calendar
+    gives it (runbook/calendar.py HEAVY_MINUTES: the gap before the next heavy job)."""
+
+    deployment: str
+    budget_minutes: int
+    runs: int
+    longest_minutes: float | None
+    median_minutes: float | None
+    projected_minutes: float | None = None  # the backup at the size projected a horizon ahead
+    ok: bool
+    detail: str
+
+
+def backup_minutes(manifests: Sequence["Manifest"], since: datetime, until: datetime, last: int = 10) -> list[float]:
+    """Minutes from start to finish of the last finished backups started in [since, until), newest first."""
+    done = [m for m in manifests if m.finished_at is not None and since <= m.started_at < until and m.status.value in ("DONE", "FAILED")]
+    done.sort(key=lambda m: m.started_at, reverse=True)
+    return [(m.finished_at - m.started_at).total_seconds() / 60 for m in done[:last]]  # type: ignore[operator]
+
+
+def budget_reviews(durations: dict[str, list[float]], budgets: dict[str, int], backup: WindowReview | None,
+                   since_days: int) -> list[RunBudget]:
+    """Each heavy deployment's finished runs (minutes, start to end) against its budget:
+    a run that took longer met the next heavy job's start (the database's slot made one
+    of them wait). The backup is also projected: its duration at the size expected a
+    horizon ahead, from the measured throughput. No runs measured is said, never a pass
+    of the budget."""
+    found = []
+    for name, budget in budgets.items():
+        runs = durations.get(name, [])
+        projected = None
+        if name == "backup" and backup is not None:
+            ahead = [d for d in backup.at_sizes if d.label.startswith("in ") and d.seconds is not None]
+            projected = ahead[0].seconds / 60 if ahead else None  # type: ignore[operator]
+        if not runs:
+            detail = f"no finished {name} run in the last {since_days} days on this Prefect server: its {budget}-minute budget is unchecked"
+            found.append(RunBudget(deployment=name, budget_minutes=budget, runs=0, longest_minutes=None, median_minutes=None,
+                                   projected_minutes=projected, ok=projected is None or projected <= budget,
+                                   detail=detail + (_projected(projected, budget) if projected is not None else "")))
+            continue
+        longest, median = max(runs), statistics.median(runs)
+        over = [r for r in runs if r > budget]
+        if over:
+            detail = (f"{len(over)} of the last {len(runs)} {name} runs took longer than its {budget}-minute budget (up to "
+                      f"{longest:,.1f} min): they ran into the next heavy job's start; move the schedules apart and raise "
+                      "its figure in runbook/calendar.py HEAVY_MINUTES (tests/test_schedules.py then says what meets)")
+        else:
+            detail = f"the last {len(runs)} {name} runs took {median:,.1f} min (median), up to {longest:,.1f} of its {budget}-minute budget"
+        if projected is not None:
+            detail += _projected(projected, budget)
+        found.append(RunBudget(deployment=name, budget_minutes=budget, runs=len(runs), longest_minutes=longest,
+                               median_minutes=median, projected_minutes=projected,
+                               ok=not over and (projected is None or projected <= budget), detail=detail))
+    return found
+
+
+def _projected(minutes: float, budget: int) -> str:
+    if minutes <= budget:
+        return f"; at the projected size it would take {minutes:,.1f} min, within the budget"
+    return f"; at the projected size it would take {minutes:,.1f} min, over its {budget}-minute budget"
+
+
 # --------------------------------------------------------------------------- the report
 
 
@@ -395,7 +461,8 @@ def status_rows(reviews: Sequence[MetricReview], zone: str) -> list[dict[str, ob
     return rows
 
 
-def review_checks(reviews: Sequence[MetricReview], scale: ScaleUp, windows: Sequence[WindowReview], horizon_days: int) -> list["CheckResult"]:
+def review_checks(reviews: Sequence[MetricReview], scale: ScaleUp, windows: Sequence[WindowReview], horizon_days: int,
+                  budgets: Sequence[RunBudget] = ()) -> list["CheckResult"]:
     """Warnings only: a review that sees trouble coming has done its job."""
     from runbook.checks import CheckResult
 
@@ -412,6 +479,8 @@ def review_checks(reviews: Sequence[MetricReview], scale: ScaleUp, windows: Sequ
                    or any(d.ok is False for d in window.at_sizes))
         checks.append(CheckResult(name=f"capacity:{window.kind}-{window.window.split()[0].lower()}", ok=not at_risk,
                                   critical=False, detail=window.detail))
+    for budget in budgets:
+        checks.append(CheckResult(name=f"calendar:{budget.deployment}", ok=budget.ok, critical=False, detail=budget.detail))
     return checks
 
 
@@ -431,6 +500,13 @@ def review_markdown(report: dict[str, object], status_table: list[dict[str, obje
         for d in window["at_sizes"]:
             within = "-" if d["ok"] is None else ("yes" if d["ok"] else "**no**")
             lines.append(f"| {d['label']} | {d['size_bytes'] / GB:,.1f} | {'-' if d['seconds'] is None else human_duration(d['seconds'])} | {within} |")
+        lines.append("")
+    if report.get("calendar"):
+        lines += ["## The calendar's budgets (heavy jobs, runbook/calendar.py)", "",
+                  "| deployment | budget | runs | median | longest | projected | within? |", "|---|---:|---:|---:|---:|---:|---|"]
+        for b in report["calendar"]:  # type: ignore[attr-defined]
+            cells = ["-" if b[k] is None else f"{b[k]:,.1f} min" for k in ("median_minutes", "longest_minutes", "projected_minutes")]
+            lines.append(f"| {b['deployment']} | {b['budget_minutes']} min | {b['runs']} | {' | '.join(cells)} | {'yes' if b['ok'] else '**no**'} |")
         lines.append("")
     lines += ["## Largest tables", "", "| table | MB | readings | growth |", "|---|---:|---:|---|"]
     for row in report["tables"]:  # type: ignore[attr-defined]

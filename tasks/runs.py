@@ -1,6 +1,7 @@
 """The Prefect API: metadata on the current flow run (labels and tags), so that the
-server can show and filter what a run measured; and the runs of a deployment that its
-concurrency limit cancelled (a collision), so that the next run can say so."""
+server can show and filter what a run measured; the runs of a deployment that its
+concurrency limit cancelled (a collision), so that the next run can say so; and how
+long the heavy procedures' recent runs took (the capacity review's calendar budgets)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterParentTaskRunId,
+    FlowRunFilterStartTime,
+    FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
@@ -180,3 +186,29 @@ def read_flow_run_summary(flow_run_id: str) -> dict[str, Any]:
         "state": state.name if state is not None else None, "message": message,
         "url": url_for(run, url_type="ui") if run else None,
     }
+
+
+# --------------------------------------------------------------------------- durations
+
+
+@task(name="read-run-durations", retries=RETRIES, retry_delay_seconds=backoff(), cache_policy=NO_CACHE)
+def read_run_durations(flow_names: list[str], since: datetime, until: datetime, last: int = 10) -> dict[str, list[float]]:
+    """Minutes from start to end of each flow's last finished runs (completed or failed:
+    both held the database) started in [since, until), that ran on their own (not as a
+    subflow of a period), newest first. The server's history only: runs of the CLI under
+    Prefect's temporary server are not there."""
+    found: dict[str, list[float]] = {}
+    with get_client(sync_client=True) as client:
+        for name in flow_names:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
+                flow_run_filter=FlowRunFilter(
+                    parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=True),
+                    state=dict(type=FlowRunFilterStateType(any_=[StateType.COMPLETED, StateType.FAILED])),
+                    start_time=FlowRunFilterStartTime(after_=since, before_=until),
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=last,
+            )
+            found[name] = [(r.end_time - r.start_time).total_seconds() / 60 for r in runs if r.start_time and r.end_time]
+    return found

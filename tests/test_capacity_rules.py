@@ -161,6 +161,31 @@ def test_the_checks_warn_of_a_window_that_1_tb_would_miss_even_when_the_trend_is
     assert rpo_ok(fast) and not rpo_ok(slow)
 
 
+def test_heavy_runs_longer_than_the_calendars_budget_are_named_and_the_backup_is_projected() -> None:
+    budgets = {"backup": 20, "weekly-maintenance": 35, "monthly-maintenance": 35}
+    durations = {"backup": [4.0, 5.5, 6.0], "weekly-maintenance": [30.0, 41.5, 33.0]}
+    growing = review_metric("database_size_gb", "GB", series(30, 20.0, 0.5), DB80, NOW, POLICY)  # ~217 GB in a year
+    rate = capacity.Throughput(kind="backup", runs=3, bytes_per_second=100e6, detail="100 MB/s")  # 6 GB a minute
+    window = review_window(rate, timedelta(hours=1), growing, NOW, POLICY)
+    found = {b.deployment: b for b in capacity.budget_reviews(durations, budgets, window, 30)}
+
+    weekly = found["weekly-maintenance"]
+    assert not weekly.ok and weekly.longest_minutes == 41.5 and "1 of the last 3" in weekly.detail and "HEAVY_MINUTES" in weekly.detail
+    # the backup fits today (6 min of 20) but not at the size projected a year ahead (~217 GB: ~36 min)
+    backup = found["backup"]
+    assert backup.median_minutes == 5.5 and backup.projected_minutes == pytest.approx(36.3, abs=0.5)
+    assert not backup.ok and "over its 20-minute budget" in backup.detail
+    # no runs measured: said, and not a failure of the budget (nothing ran over it)
+    monthly = found["monthly-maintenance"]
+    assert monthly.ok and monthly.runs == 0 and "unchecked" in monthly.detail
+    checks = {c.name: c for c in capacity.review_checks([], scale_up_signal(None, None), [], POLICY.horizon_days, list(found.values()))}
+    assert not checks["calendar:weekly-maintenance"].ok and not checks["calendar:weekly-maintenance"].critical
+    # a slow-growing database keeps the backup within its budget
+    flat = review_metric("database_size_gb", "GB", series(30, 20.0, 0.0), DB80, NOW, POLICY)
+    (fine,) = capacity.budget_reviews({"backup": [4.0]}, {"backup": 20}, review_window(rate, timedelta(hours=1), flat, NOW, POLICY), 30)
+    assert fine.ok and fine.projected_minutes is None and "4.0 min" in fine.detail
+
+
 def test_the_charts_kept_beside_the_backups_are_never_taken_for_orphans_of_a_backup() -> None:
     from runbook.backups import orphaned_keys
 

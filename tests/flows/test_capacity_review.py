@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from prefect import flow
 from prefect.artifacts import Artifact
 
 from flows.capacity_review import CapacityReviewParameters, capacity_review
@@ -49,7 +50,7 @@ def test_the_review_projects_the_thresholds_the_scale_up_and_the_rpo_from_the_hi
         record(conn, "cpu_pct", "api", every_6_hours(30, 85.0, 0.0))
         record(conn, "memory_pct", "api", every_6_hours(30, 84.0, 0.0))
         record(conn, "database_connections_pct", "api", every_6_hours(30, 10.0, 1.0))  # another resource: not the database's
-        record(conn, "database_connections_pct", instance, every_6_hours(1, 10.0, 1.0))  # 4 points before NOW (the end is excluded): too few
+        record(conn, "database_connections_pct", instance, every_6_hours(1, 10.0, 1.0))  # 5 points: too few
     store = open_store(platform.store_url)
     started = NOW - timedelta(hours=2)
     put_json(store, manifest_key(instance, "backup_20261201_000000"), Manifest(
@@ -61,16 +62,27 @@ def test_the_review_projects_the_thresholds_the_scale_up_and_the_rpo_from_the_hi
         incident_at=started, outcome="passed", rpo=verdict, phases=[], restored_bytes=500_000_000, restore_seconds=25.0,
     ).model_dump(mode="json"))  # 20 MB/s
 
-    state = capacity_review(CapacityReviewParameters(end=NOW), return_state=True)
+    # a monthly run on the server before the review, and one as a subflow (not the calendar's own run: not counted)
+    monthly_run = flow(name="monthly-maintenance")(lambda: None)
+    monthly_run()
+    flow(name="a-parent")(lambda: monthly_run())()
+
+    state = capacity_review(CapacityReviewParameters(end=datetime.now(timezone.utc) + timedelta(seconds=1)), return_state=True)
     report = state.result()
     assert state.is_completed(), state.message
+    # the calendar's budgets: the backup's 20 s today, but about 72 min at the size projected a year ahead (217 GB at 50 MB/s)
+    calendar = {b["deployment"]: b for b in report["calendar"]}
+    assert calendar["backup"]["runs"] == 1 and calendar["backup"]["longest_minutes"] == pytest.approx(1 / 3)
+    assert calendar["backup"]["projected_minutes"] > 60 and not calendar["backup"]["ok"] and "calendar:backup" in report["failed"]
+    assert calendar["monthly-maintenance"]["runs"] == 1 and calendar["monthly-maintenance"]["ok"]
+    assert "unchecked" in calendar["weekly-maintenance"]["detail"]
 
     metrics = report["metrics"]
     size = metrics["database_size_gb"]
     assert size["status"] == "growing" and size["slope_per_day"] == pytest.approx(0.5) and size["r2"] == pytest.approx(1.0)
     assert size["thresholds"][0]["days"] == pytest.approx(90.0, abs=0.2)
     assert metrics["disk_pct"]["status"] == "not growing"
-    assert metrics["database_connections_pct"]["status"] == "insufficient data" and metrics["database_connections_pct"]["points"] == 4
+    assert metrics["database_connections_pct"]["status"] == "insufficient data" and metrics["database_connections_pct"]["points"] == 5
     assert metrics["cpu_pct"]["status"] == "over" and report["scale_up"]["now"] is True
 
     rpo, rto = report["windows"]
