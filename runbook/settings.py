@@ -981,6 +981,11 @@ class CapacitySettings(BaseModel):
     )
     horizon_days: int = Field(365, ge=1, le=3650, description="How far ahead sizes and durations are projected (the chart's end).")
     table_history_days: int = Field(400, ge=1, le=3650, description="How long the recorded table sizes are kept.")
+    table_sizes_every_hours: float = Field(
+        24.0, ge=0, le=24 * 31,
+        description="The monitor records every table's size when the last reading is older than this, so the tables' "
+        "growth builds up between the monthly reviews (0: only capacity-review records them).",
+    )
     top_tables: int = Field(20, ge=1, le=500, description="Tables shown, the largest first.")
 
 

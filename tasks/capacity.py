@@ -81,6 +81,16 @@ def record_sizes(conn: psycopg.Connection[Any], schema: str, instance: str, size
     return len(rows)
 
 
+def last_recorded(conn: psycopg.Connection[Any], schema: str, instance: str) -> datetime | None:
+    """When the instance's table sizes were last recorded (None: never, or no table yet)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{alertstate.q(schema, 'table_size_history').as_string(conn)}",)).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(sql.SQL("SELECT max(at) FROM {} WHERE instance = %s").format(alertstate.q(schema, "table_size_history")),
+                       (instance,)).fetchone()
+    return row[0] if row else None
+
+
 def read_size_history(conn: psycopg.Connection[Any], schema: str, instance: str, since: datetime) -> dict[str, list[tuple[datetime, float]]]:
     """"schema.table" -> (at, bytes) of the recorded readings since ``since``, oldest first."""
     found: dict[str, list[tuple[datetime, float]]] = {}
@@ -147,3 +157,29 @@ def read_metric_history(state_dsn: str, schema: str, metrics: dict[str, str], si
                           autocommit=True) as conn:
         alertstate.ensure_schema(conn, schema)  # a monitor that never ran: an empty history, said so, not an error
         return read_metrics(conn, schema, metrics, since, until)
+
+
+@task(name="record-table-sizes-if-due", cache_policy=NO_CACHE)  # not retried: the next monitor run, a minute later, tries again
+def record_table_sizes_if_due(dsn: str, state_dsn: str, schema: str, instance: str, now: datetime, every: timedelta,
+                              keep_days: int, connect_timeout: int, statement_timeout: int) -> str:
+    """The monitor's share of the capacity history: when the last reading of the
+    instance's table sizes is older than ``every``, read them (read only) and record
+    them. What it did, in a line."""
+    with postgres.session(state_dsn, application="runbook monitor", connect_timeout=connect_timeout,
+                          statement_timeout_s=60, autocommit=True) as conn:
+        last = last_recorded(conn, schema, instance)
+    if last is not None and now - last < every:
+        return f"not due (last recorded {last.isoformat(timespec='minutes')})"
+    with postgres.session(dsn, application="runbook monitor", connect_timeout=connect_timeout,
+                          statement_timeout_s=statement_timeout) as conn:
+        conn.read_only = True
+        with conn.transaction():
+            sizes = read_sizes(conn, now)
+    with postgres.session(state_dsn, application="runbook monitor", connect_timeout=connect_timeout,
+                          statement_timeout_s=60, autocommit=True) as conn:
+        alertstate.ensure_schema(conn, schema)
+        with conn.transaction():
+            ensure_table(conn, schema)
+            kept = record_sizes(conn, schema, instance, sizes, timedelta(days=keep_days))
+    get_run_logger().info("Recorded the sizes of %d tables in %s.table_size_history", kept, schema)
+    return f"recorded the sizes of {kept} tables"

@@ -8,6 +8,7 @@ import json
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -202,3 +203,45 @@ def test_no_backup_for_75_minutes_pages_backup_stale(alerting_env: dict[str, str
     told = [json.dumps(body) for body in standins.slack.accepted]
     assert any("backup-stale" in t and "CRITICAL" in t for t in told), told
     assert standins.twilio.received  # critical: SMS too
+
+
+def test_the_monitor_records_every_tables_size_once_a_day_while_the_database_is_up(
+    alerting_env: dict[str, str], standins: StandIns, variants: Any, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that the capacity review (§7) finds the tables' growth between its monthly runs;
+    on the variants schema: quoted names in another schema, a partitioned table."""
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", variants.dsn)
+    monkeypatch.setenv("RUNBOOK_INSTANCE", "db-1")  # as alerting_env has it (the variants fixture set its own)
+
+    def readings() -> dict[datetime, set[str]]:
+        with psycopg.connect(state_url) as conn:
+            rows = conn.execute("SELECT at, table_schema || '.' || table_name FROM runbook_alerting.table_size_history"
+                                " WHERE instance = 'db-1'").fetchall()
+        found: dict[datetime, set[str]] = {}
+        for when, name in rows:
+            found.setdefault(when, set()).add(name)
+        return found
+
+    at(monkeypatch, T0)
+    completed, report = run_monitor()
+    assert completed, report
+    assert report["table_sizes"].startswith("recorded the sizes of ")
+    (tables,) = readings().values()
+    assert {"app.User", "app.audit log", "public.market_data"} <= tables
+    assert not {"public.market_data_before", "public.market_data_recent"} & tables  # a partitioned table counts once, whole
+
+    at(monkeypatch, T0 + 5 * MIN)
+    completed, report = run_monitor()
+    assert completed and report["table_sizes"].startswith("not due") and len(readings()) == 1
+    at(monkeypatch, T0 + timedelta(hours=24, minutes=1))
+    completed, report = run_monitor()
+    assert completed and report["table_sizes"].startswith("recorded") and len(readings()) == 2
+
+    # the database down: nothing tried, the alerts go on
+    monkeypatch.setenv("RUNBOOK_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/platform")
+    at(monkeypatch, T0 + timedelta(hours=49))
+    _, report = run_monitor()
+    assert "did not find the database up" in report["table_sizes"] and len(readings()) == 2
+    monkeypatch.setenv("RUNBOOK_CAPACITY__TABLE_SIZES_EVERY_HOURS", "0")
+    _, report = run_monitor()
+    assert report["table_sizes"].startswith("off")
