@@ -16,10 +16,20 @@ from typing import Any, Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from runbook.errors import ConfigError, TransientError
+from runbook.errors import ConfigError, RunbookError, TransientError
 from runbook.settings import redact_dsn
 
-_PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42")  # auth, missing database, syntax/privilege
+_PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42")  # auth, missing database, a missing table or column, privileges
+# Of class 42, the states that only runbook's own SQL can cause (what it queries comes
+# from the catalog and the settings are checked against it): a bug, not a setting.
+_QUERY_BUGS = {
+    "42601": "syntax error",
+    "42803": "grouping error",
+    "42804": "datatype mismatch",
+    "42P08": "ambiguous parameter",
+    "42P18": "indeterminate datatype",
+    "42702": "ambiguous column",
+}
 _AUTH_MARKERS = (
     "password authentication failed",
     "no password supplied",
@@ -42,8 +52,9 @@ _TRANSIENT_MARKERS = (
 
 
 def translate_pg_error(err: psycopg.Error, dsn: str, action: str) -> Exception:
-    """A psycopg error as TransientError or ConfigError with a message that names the
-    target (password redacted) and what to do."""
+    """A psycopg error as TransientError (retried), ConfigError (exit 2: a setting is
+    wrong), or RunbookError for SQL only a bug in runbook writes (exit 1), with a message
+    that names the target (password redacted) and what to do."""
     target = redact_dsn(dsn)
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     sqlstate = getattr(err, "sqlstate", None) or ""
@@ -58,6 +69,11 @@ def translate_pg_error(err: psycopg.Error, dsn: str, action: str) -> Exception:
         any(marker in lowered for marker in _TRANSIENT_MARKERS) or not sqlstate
     ):
         return TransientError(f"{action}: cannot reach PostgreSQL at {target}: {_scrub(text, dsn)}")
+    if sqlstate in _QUERY_BUGS:
+        return RunbookError(
+            f"{action} on {target}: PostgreSQL refused runbook's own query ({_QUERY_BUGS[sqlstate]}: {_scrub(text, dsn)}); "
+            "this is a bug in runbook, not a setting: please report it with this message"
+        )
     if sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES:
         return ConfigError(f"{action} on {target}: {_scrub(text, dsn)}")
     if sqlstate in ("57014",):  # statement timeout
