@@ -109,7 +109,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
     worker = IntegrityWorker.shared()
     server = scratch_server(settings, target.dsn)
     if server.note:
-        logger.warning("Restoring on the production server: set RUNBOOK_SCRATCH_DATABASE_URL to restore elsewhere")
+        logger.warning("Restoring on %s: set RUNBOOK_SCRATCH_DATABASE_URL to restore elsewhere", server.place)
     checks += restore_and_check(store, manifest, server, settings, params.deep, progress, worker)
 
     previous = [m.size_bytes for m in manifests if m.status is BackupStatus.DONE and m.id < manifest.id and m.size_bytes]
@@ -145,7 +145,7 @@ def backup_verify(params: VerifyParameters = VerifyParameters()) -> Any:
         table=[check.model_dump() for check in checks],
         description=f"Checks of {manifest.id}",
     )
-    where = " (restored on the production server)" if server.production else ""
+    where = f" (restored on {server.place})" if server.production else ""
     return conclude(checks, report, passed=f"{manifest.id} verified: {result}{where}", failed_as=f"{manifest.id} failed verification", limit=5)
 
 

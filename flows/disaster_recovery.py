@@ -558,5 +558,5 @@ def _report(
     rto_text = record.rto.message if record.rto else ""
     report["message"] = f"{record.mode} of {record.database} from {record.backup_id} {record.outcome}: {record.rpo.message}; {rto_text}"
     if scratch is not None and scratch.production:
-        report["message"] += "; on the production server"
+        report["message"] += f"; on {scratch.place}"
     return Completed(message=report["message"], data=report)

@@ -192,10 +192,16 @@ class RestoreServer:
 
     dsn: SecretStr
     source: str
+    sandbox: bool = False  # the platform is the embedded sandbox: its one server is no production
 
     @property
     def production(self) -> bool:
         return self.source == "production"
+
+    @property
+    def place(self) -> str:
+        """How the report names the platform's own server."""
+        return "the sandbox's own server (the platform here)" if self.sandbox else "the production server"
 
     @property
     def note(self) -> str | None:
@@ -203,7 +209,7 @@ class RestoreServer:
         if not self.production:
             return None
         return (
-            "the scratch restore ran on the production server (neither RUNBOOK_SCRATCH_DATABASE_URL nor "
+            f"the scratch restore ran on {self.place} (neither RUNBOOK_SCRATCH_DATABASE_URL nor "
             "RUNBOOK_RECOVERY_DATABASE_URL is set): it used the platform's disk, CPU and connections"
         )
 
@@ -216,7 +222,7 @@ def scratch_server(settings: RunbookSettings, platform_dsn: str) -> RestoreServe
     if settings.recovery_database_url is not None:
         # the recovery target itself may not exist yet: reach its server through "postgres"
         return RestoreServer(dsn=SecretStr(postgres.with_database(settings.recovery_database_url.get_secret_value(), "postgres")), source="recovery")
-    return RestoreServer(dsn=SecretStr(platform_dsn), source="production")
+    return RestoreServer(dsn=SecretStr(platform_dsn), source="production", sandbox=settings.sandbox)
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -90,6 +90,7 @@ def test_the_demo_runs_every_main_procedure_and_sums_up_on_one_screen(demo: Demo
     rpo = next(line for line in out.splitlines() if "achieved RPO" in line)
     assert "within the 4h00m00s target" in rto and "within the 1h00m00s target" in rpo
     assert f"{demo.ui} (scheduler off" in out
+    assert "production" not in out  # the sandbox's one server is named as such, never as production
     assert "Traceback" not in demo.proc.stderr
     # the stand-ins' made-up secrets are never shown: the webhook secret, Slack's webhook path
     printed = demo.proc.stdout + demo.proc.stderr
