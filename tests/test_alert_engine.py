@@ -132,3 +132,24 @@ def test_dedup_keys_name_the_episode() -> None:
         state, notices = evaluate(state, r, v, T0 + i * timedelta(hours=1), POLICY)
         keys += [n.dedup_key for n in notices]
     assert keys == ["firing:high-error-rate|api#1", "resolved:high-error-rate|api#1", "firing:high-error-rate|api#2"]
+
+
+def test_keep_firing_holds_a_firing_alert_until_the_signal_has_been_clear_that_long() -> None:
+    kept = rule(**{"for": 1, "keep_firing_minutes": 10})
+    # fires at 0; clear from 1; a breach at 5 starts the wait again; clear from 6 on: resolved at 16, not before
+    state, sent = run(kept, [9, 0, 0, 0, 0, 9] + [0] * 12)
+    assert sent == [(0, "firing"), (16, "resolved")]
+    assert state.status == "inactive" and state.clear_since is None
+    # held, it is still firing for the incident and the escalation, with the clear value seen
+    held, _ = run(kept, [9, 0, 0])
+    assert held.status == "firing" and held.last_value == 0 and held.clear_since == T0 + MIN
+    # no value while held neither resolves nor restarts the wait; without keep_firing the first clear resolves
+    state, sent = run(kept, [9, 0, None, None], step=timedelta(minutes=5))
+    assert state.status == "firing" and state.clear_since == T0 + 5 * MIN and sent == [(0, "firing")]
+    assert run(kept, [9, 0, None, None, 0], step=timedelta(minutes=5))[1] == [(0, "firing"), (4, "resolved")]
+    assert run(rule(**{"for": 1}), [9, 0])[1] == [(0, "firing"), (1, "resolved")]
+
+
+def test_security_critical_is_kept_firing_past_the_whole_escalation_chain() -> None:
+    security = {r.name: r for r in DEFAULT_RULES}["security-critical"]
+    assert security.keep_firing_minutes > 60  # §9's last level pages at 60 minutes

@@ -3,6 +3,9 @@
     inactive --breach--> pending --`for` breaches--> firing --clear--> inactive
                  (a clear while pending: a blip, nothing is sent)
 
+A rule's ``keep_firing_minutes`` holds a firing alert until the signal has been clear
+that long (a breach in between starts the wait again), as Prometheus' keep_firing_for.
+
 Notifications, as Alertmanager and PagerDuty do them:
 - the first firing notifies once (its dedup key names the alert's episode), then again
   every ``repeat_interval`` while it fires, and "resolved" when it clears, but only
@@ -47,6 +50,7 @@ class AlertState(BaseModel):
     breaches: int = 0
     active_since: datetime | None = Field(None, description="First breach of this episode: when the signal started.")
     firing_since: datetime | None = None
+    clear_since: datetime | None = Field(None, description="A firing alert kept firing: the first clear evaluation since its last breach.")
     episode: int = Field(0, description="Counts firings: part of each notification's dedup key.")
     told: bool = Field(False, description="This episode's firing was notified.")
     last_notified_at: datetime | None = None
@@ -91,6 +95,7 @@ def evaluate(
     was = s.status
     if rule.breached(value):
         s.breaches += 1
+        s.clear_since = None
         if s.status == "inactive":
             s.status, s.active_since = "pending", now
         if s.status == "pending" and s.breaches >= rule.for_:
@@ -102,7 +107,9 @@ def evaluate(
         if s.status == "pending":
             s.status, s.active_since = "inactive", None  # a blip shorter than `for`
         elif s.status == "firing":
-            s.status = "inactive"
+            s.clear_since = s.clear_since or now
+            if now - s.clear_since >= timedelta(minutes=rule.keep_firing_minutes):
+                s.status, s.clear_since = "inactive", None
     flipped = (was == "firing") != (s.status == "firing")
     if flipped:
         s.flips.append(now)

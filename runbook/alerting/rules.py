@@ -49,6 +49,11 @@ class Rule(BaseModel):
     threshold: float
     severity: Severity
     for_: int = Field(1, alias="for", ge=1, le=1440, description="Consecutive breaching evaluations before it fires.")
+    keep_firing_minutes: int = Field(
+        0, ge=0, le=7 * 1440,
+        description="Once firing, it keeps firing until the signal has been clear this long (Prometheus' keep_firing_for): "
+        "an incident stays open, and its escalation goes on, after a short burst ends.",
+    )
     channels: tuple[str, ...] | None = Field(None, description="Where it notifies; unset: the §2.2 routing of its severity.")
     resource: str | None = Field(None, description="Only this resource (unset: every resource the metric reports).")
     inhibited_by: tuple[str, ...] = Field((), description="Rules that, firing on the same resource, keep this one quiet.")
@@ -111,10 +116,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
           summary="§6.3: no DONE backup for 75 minutes: the 1 h RPO is at risk. Look at the backup deployment's runs."),
     _rule("flow-run-failed", "deployment_failed", ">=", 1, "warning", 1,
           summary="The newest run of a runbook deployment failed or crashed: open it in the Prefect UI."),
-    _rule("security-critical", "security_critical_findings", ">=", 1, "critical", 1,
+    # an attack that stops before anyone acknowledges still pages up the §9 chain (5, 15, 30, 60 min)
+    _rule("security-critical", "security_critical_findings", ">=", 1, "critical", 1, keep_firing_minutes=90,
           summary="§5.1: security-watch found an attack (brute force, credential stuffing, a CRITICAL event). §5.3: assess, "
                   "then contain (runbook block-ip ...); the evidence is in the security-watch run."),
-    _rule("security-warning", "security_warning_findings", ">=", 1, "warning", 1,
+    _rule("security-warning", "security_warning_findings", ">=", 1, "warning", 1, keep_firing_minutes=30,
           summary="§5.1: security-watch found suspicious traffic (API abuse, refused requests, a failure spike): look at the "
                   "evidence in the security-watch run."),
     _rule("signal-missing", "signal_up", "<=", 0, "warning", 3, inhibited_by=("database-down",), inhibit_any_resource=True,
