@@ -110,6 +110,9 @@ def test_attacks_are_found_with_evidence_routed_once_and_resolved(watched: Any, 
     assert state.is_completed() and [f["resource"] for f in result["findings"]] == ["auth-failure-spike window=60m"]
     at(monkeypatch, T + timedelta(minutes=36))
     state, _ = run_watch()
+    # the credential stuffing stopped at the first run, and nobody acknowledged: its incident went on up the chain
+    pages = [str(r.body) for r in standins.twilio.received]
+    assert any("escalation level 3" in b and f"credential-stuffing ip={STUFFER}" in b for b in pages), pages
     assert state.is_completed(), state.message
     resolved = [t for t in slack_texts(standins)[told:] if "resolved" in t.lower()]
     assert any("api-abuse-key" in t for t in resolved)
