@@ -3,8 +3,8 @@ preview, get the approval, apply, and audit each of these.
 
     preview (artifact + audit)  ->  approval  ->  apply (audit: before and after)
 
-The approval is ``confirm`` (the CLI's ``--confirm``), or else the run pauses and the
-approver types the preview's phrase in the Prefect UI. A timeout, a wrong phrase or a
+The approval is ``confirm`` (the CLI's ``--confirm``), or else the approver types the
+preview's phrase in the Prefect UI (a paused ``typed-input`` subflow, flows/asking.py). A timeout, a wrong phrase or a
 preview-only run change nothing, and say so. A preview with nothing to change applies
 nothing (blocking an address twice is a no-op).
 """
@@ -19,11 +19,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from flows.asking import ask
 from runbook.masking import mask
 from runbook.reports import artifact_key
 from runbook.retry import RETRIES, backoff, retry_transient
@@ -75,13 +74,11 @@ def approve(preview: Preview, request: ActionRequest, state: SecurityState, time
     """``confirm``, or the typed phrase in the UI within ``timeout_s``; NotApproved otherwise (audited)."""
     if request.confirm:
         return
-    get_run_logger().warning("Waiting for approval: resume this run in the Prefect UI and type %r (%d s)", preview.phrase, timeout_s)
-    try:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=preview.markdown()), timeout=timeout_s,
-                                poll_interval=2, key=artifact_key("approve", preview.action))
-    except FlowPauseTimeout:
+    answer = ask(Approval, key=artifact_key("approve", preview.action), description=preview.markdown(), timeout_s=timeout_s,
+                 waiting=f"Waiting for approval: type {preview.phrase!r}")
+    if answer is None:
         audit(state, request, preview, "timed-out", detail=f"no approval within {timeout_s} s")
-        raise NotApproved(f"no approval of {preview.phrase!r} within {timeout_s} s: nothing was changed") from None
+        raise NotApproved(f"no approval of {preview.phrase!r} within {timeout_s} s: nothing was changed")
     try:
         check_phrase(preview, answer.phrase)
     except NotApproved as err:

@@ -27,13 +27,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field, SecretStr
 
+from flows.asking import ask
 from runbook import dr
 from runbook.backups import Manifest, human_size, select_backup
 from runbook.checks import CheckResult, describe, failed
@@ -217,16 +217,11 @@ def confirm_recovery(params: DrParameters, name: str, settings: RunbookSettings)
     """The operator types the target database's name (parameter, or in the Prefect UI)."""
     typed = params.confirm
     if typed is None:
-        logger = get_run_logger()
-        logger.warning(
-            "Waiting for confirmation: resume this run in the Prefect UI and type %r, the database the recovery restores into", name
-        )
-        try:
-            answer = pause_flow_run(
-                wait_for_input=Confirmation, timeout=settings.dr.confirm_timeout_seconds, poll_interval=2, key="confirm-recovery"
-            )
-        except FlowPauseTimeout:
-            raise ConfigError(f"no confirmation within {settings.dr.confirm_timeout_seconds} s: nothing was touched") from None
+        answer = ask(Confirmation, key="confirm-recovery", description=f"Type {name!r}, the database the recovery restores into.",
+                     timeout_s=settings.dr.confirm_timeout_seconds,
+                     waiting=f"Waiting for confirmation: type {name!r}, the database the recovery restores into")
+        if answer is None:
+            raise ConfigError(f"no confirmation within {settings.dr.confirm_timeout_seconds} s: nothing was touched")
         typed = answer.database
     if typed.strip() != name:
         raise ConfigError(f"the confirmation {typed.strip()!r} is not the recovery target {name!r}: nothing was touched")

@@ -15,12 +15,11 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field, field_validator
 
+from flows.asking import ask as ask_in_ui
 from runbook.errors import ConfigError
 from runbook.reports import artifact_key, expected_failures
 from runbook.retry import RETRIES, backoff, retry_transient
@@ -122,13 +121,11 @@ def read_timeline(state: SecurityState, incident_id: int) -> list[dict[str, Any]
 
 
 def ask(model: type[RunInput], key: str, description: str, timeout_s: int) -> Any:
-    """Pause for typed input; a timeout ends the run (what was recorded stays)."""
-    get_run_logger().warning("Waiting for input (%s): resume this run in the Prefect UI", key)
-    try:
-        return pause_flow_run(wait_for_input=model.with_initial_data(description=description), timeout=timeout_s, poll_interval=2,
-                              key=key)
-    except FlowPauseTimeout:
-        raise ConfigError(f"no answer at {key} within {timeout_s} s: the incident stays open with its timeline so far") from None
+    """Typed input in the UI (flows/asking.py); a timeout ends the run (what was recorded stays)."""
+    answer = ask_in_ui(model, key=key, description=description, timeout_s=timeout_s, waiting=f"Waiting for input ({key})")
+    if answer is None:
+        raise ConfigError(f"no answer at {key} within {timeout_s} s: the incident stays open with its timeline so far")
+    return answer
 
 
 def _action(name: str) -> tuple[Any, type[BaseModel]]:

@@ -87,9 +87,9 @@ def test_the_run_pauses_for_the_typed_phrase(platform: Any, typed: str, applied:
 
 def test_no_approval_within_the_timeout_applies_nothing(platform: Any) -> None:
     state = demo_action(platform.dsn, timeout_s=1, return_state=True)
-    # the server fails a pause that timed out with its own message ("paused and never
-    # resumed"); the audit and the log say nothing was changed
-    assert state.is_failed() and "never resumed" in state.message
+    # the question was its own run (which the server failed as "paused and never resumed");
+    # the action's run says what timed out, and that nothing was changed
+    assert state.is_failed() and "no approval of 'demo 93.184.216.34/32' within 1 s: nothing was changed" in state.message
     assert APPLIED == [] and [p for p, _, _ in _audit(platform.dsn)] == ["preview", "timed-out"]
 
 

@@ -244,7 +244,7 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(zip(("state", "report"), _run(mode=Mode.RECOVER, acceptance=None))))
     worker.start()
-    run_id = wait_paused("the recovery", flow_name="disaster-recovery")
+    run_id = wait_paused("the recovery", flow_name="typed-input", key="confirm-recovery")
     assert Recorder.calls == []  # nothing touched before the confirmation
     resume_flow_run(run_id, run_input={"database": name})
     # it ends with the user acceptance test (§6.4), asked the same way
@@ -262,6 +262,15 @@ def test_a_recovery_pauses_for_the_typed_name_then_runs_every_phase_and_hook(
     assert "hook-token-123" not in json.dumps(report)
     assert report["acceptance"] == {"status": "accepted", "by": "mio", "tried": "logged in, paid", "detail": "accepted by mio after: logged in, paid"}
     assert "user acceptance test: accepted: accepted by mio after: logged in, paid" in report["notes"]
+
+
+def test_no_confirmation_in_time_touches_nothing_and_says_so(recovery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform, _, name = recovery
+    monkeypatch.setenv("RUNBOOK_DR__CONFIRM_TIMEOUT_SECONDS", "10")  # the least it allows
+    state, _ = _run(mode=Mode.RECOVER)
+    assert state.is_failed() and "no confirmation within 10 s: nothing was touched" in state.message, state.message
+    with psycopg.connect(platform.admin_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
 
 
 def test_an_unanswered_acceptance_test_is_recorded_as_not_accepted_never_as_accepted(

@@ -86,3 +86,13 @@ def test_the_run_pauses_to_assess_and_contain_and_nothing_is_applied_untyped(att
     result = state.result()
     assert result["severity"] == "critical" and result["applied"] == [] and _blocks(attacked.dsn) == []
     assert any(r["entry"] == "no containment action applied" for r in result["timeline"])
+
+
+def test_no_answer_in_time_ends_the_run_saying_where_and_the_incident_stays_open(attacked: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_SECURITY__INCIDENT_WAIT_SECONDS", "10")  # the least it allows
+    state = _run()
+    # the run's own words, not the server's "paused and never resumed" (the question was its own run)
+    assert state.is_failed() and "no answer at assess within 10 s: the incident stays open" in state.message, state.message
+    with psycopg.connect(attacked.dsn) as conn:
+        assert conn.execute("SELECT status FROM runbook_security.incident").fetchall() == [("open",)]
+    assert _blocks(attacked.dsn) == []
