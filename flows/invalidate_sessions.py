@@ -82,12 +82,21 @@ def invalidate_sessions(params: InvalidateSessionsParameters) -> Any:
         CheckResult(name="sessions:in-scope", ok=back["active_left_in_scope"] == 0,
                     detail=f"{after['invalidated']} session(s) invalidated in {after['batches']} batch(es); "
                            f"{back['active_left_in_scope']} active session(s) of {scope.target} left"
-                           + (" (new logins since? block the address first, then run it again)" if back["active_left_in_scope"] else "")),
+                           + (" (new logins since? block the address first, then run it again; set "
+                              "RUNBOOK_SECURITY__SESSIONS__CREATED_COLUMN to tell them apart)"
+                              if back["active_left_in_scope"] and table.created is None else "")),
         CheckResult(name="sessions:out-of-scope", ok=back["out_of_scope_invalidated"] == 0
                     and back["out_of_scope_active"] == after["out_of_scope_active"],
                     detail=f"active sessions out of scope: {after['out_of_scope_active']} before, {back['out_of_scope_active']} after;"
                            f" {back['out_of_scope_invalidated']} out of scope carry the action's time"),
     ]
+    if back["new_logins_in_scope"] is not None:
+        checks.append(CheckResult(
+            name="sessions:new-logins", ok=back["new_logins_in_scope"] == 0, critical=False,
+            detail=f"{back['new_logins_in_scope']} session(s) of {scope.target} begun since the action"
+                   + (": whoever it was logged in again; block the address (block-ip) or lock the account, then run it again"
+                      if back["new_logins_in_scope"] else ""),
+        ))
     return conclude(checks, report, passed=f"invalidated {after['invalidated']} session(s) of {scope.target}; cannot be undone",
                     failed_as="invalidate-sessions: read-back failed",
                     artifact=(artifact_key("invalidate-sessions", "verification"), f"Sessions of {scope.target}"),

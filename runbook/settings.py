@@ -555,6 +555,10 @@ class SessionSettings(BaseModel):
         None, description="The sessions' user column; needed to invalidate by user, count users and recognise admins.",
     )
     ip_column: str | None = Field(None, description="The sessions' client address column (inet, cidr or text); needed by IP.")
+    created_column: str | None = Field(
+        None, description="When a session began (e.g. created_at): with it, the read-back tells logins after the action "
+        "apart (a warning: block the address first) from sessions the action missed.",
+    )
     admin_user_ids: list[str] = Field(
         default_factory=list, description="Users whose sessions are admin sessions (compared as text with the user column).",
     )

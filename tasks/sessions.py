@@ -45,6 +45,7 @@ class SessionTable:
     ip: str | None
     ip_type: str | None
     admin_ids: tuple[str, ...] = ()
+    created: str | None = None  # when a session began: logins after the action are told apart
     admin_table: tuple[str, str] | None = None
     admin_key: str = "id"
     admin_column: str | None = None
@@ -106,6 +107,10 @@ def check_sessions_table(conn: psycopg.Connection[Any], settings: SessionSetting
         if scope.kind == "ip" and ip_type in TEXT_TYPES and not scope.single_address:
             raise ConfigError(f"ip: {scope.value} is a network, and {settings.table}.{settings.ip_column} is text:"
                               " only one address can be matched in a text column")
+    if settings.created_column:
+        created_type = _need(columns, settings.created_column, f"{SETTING}CREATED_COLUMN", settings.table)
+        if created_type not in TIME_TYPES:
+            raise ConfigError(f"{SETTING}CREATED_COLUMN: {settings.table}.{settings.created_column} is {created_type}, not a timestamp")
     admin_table = None
     if settings.admin_table:
         if not settings.admin_column:
@@ -121,6 +126,7 @@ def check_sessions_table(conn: psycopg.Connection[Any], settings: SessionSetting
         schema=schema, name=name, expiry=settings.expiry_column, user=settings.user_column, ip=settings.ip_column,
         ip_type=ip_type, admin_ids=tuple(settings.admin_user_ids), admin_table=admin_table,
         admin_key=settings.admin_key_column, admin_column=settings.admin_column, admin_values=tuple(settings.admin_values),
+        created=settings.created_column,
     )
 
 
@@ -294,15 +300,23 @@ def invalidate_sessions(conn: psycopg.Connection[Any], table: SessionTable, scop
     return {"at": at.isoformat(), "invalidated": done, "batches": batches, "out_of_scope_active": out_of_scope}
 
 
-def read_back(conn: psycopg.Connection[Any], table: SessionTable, scope: Scope, at: datetime) -> dict[str, int]:
-    """What the table says now: active sessions left in scope, and active sessions out of scope."""
+def read_back(conn: psycopg.Connection[Any], table: SessionTable, scope: Scope, at: datetime) -> dict[str, int | None]:
+    """What the table says now: active sessions left in scope (with the created column,
+    only those begun by the action's time; the ones begun since are ``new_logins_in_scope``,
+    None without it), and active sessions out of scope."""
     where, params = in_scope(table, scope)
-    left = int(_scalar(conn, sql.SQL("SELECT count(*) FROM {} AS s WHERE {} AND {}").format(table.ident, active(table), where),
-                       {**params, "at": at}))
+    count = sql.SQL("SELECT count(*) FROM {} AS s WHERE {} AND {}").format(table.ident, active(table), where)
+    new_logins = None
+    if table.created:
+        begun = sql.SQL(" AND {} <= %(at)s").format(_col(table.created))
+        left = int(_scalar(conn, count + begun, {**params, "at": at}))
+        new_logins = int(_scalar(conn, count + sql.SQL(" AND {} > %(at)s").format(_col(table.created)), {**params, "at": at}))
+    else:
+        left = int(_scalar(conn, count, {**params, "at": at}))
     touched = int(_scalar(conn, sql.SQL("SELECT count(*) FROM {} AS s WHERE {} = %(at)s AND ({}) IS NOT TRUE").format(
         table.ident, _col(table.expiry), where), {**params, "at": at}))
-    return {"active_left_in_scope": left, "out_of_scope_active": count_out_of_scope(conn, table, scope, at),
-            "out_of_scope_invalidated": touched}
+    return {"active_left_in_scope": left, "new_logins_in_scope": new_logins,
+            "out_of_scope_active": count_out_of_scope(conn, table, scope, at), "out_of_scope_invalidated": touched}
 
 
 # --------------------------------------------------------------------------- Prefect tasks
@@ -348,7 +362,7 @@ def invalidate_sessions_task(dsn: str, table: SessionTable, scope: Scope, at: da
 
 @task(name="read-back-sessions", retries=RETRIES, retry_delay_seconds=backoff(), retry_condition_fn=retry_transient,
       cache_policy=NO_CACHE)
-def read_back_task(dsn: str, table: SessionTable, scope: Scope, at: datetime, connect_timeout: int = 10) -> dict[str, int]:
+def read_back_task(dsn: str, table: SessionTable, scope: Scope, at: datetime, connect_timeout: int = 10) -> dict[str, int | None]:
     """Read the sessions table back after the invalidation."""
     with _connect(dsn, connect_timeout) as conn:
         return read_back(conn, table, scope, at)

@@ -6,7 +6,7 @@ refusals exit 2 before anything is touched."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -17,7 +17,8 @@ from runbook.errors import ConfigError
 from runbook.security.sessions import Scope, session_scope
 from runbook.settings import SessionSettings
 from tasks import secstate
-from tasks.sessions import check_sessions_table, invalidate_batch, invalidate_sessions as invalidate_all, preview_sessions
+from tasks.sessions import check_sessions_table, invalidate_batch, preview_sessions, read_back
+from tasks.sessions import invalidate_sessions as invalidate_all
 from tests.conftest import Platform, runbook_here
 
 COLUMNS = {"RUNBOOK_SECURITY__SESSIONS__USER_COLUMN": "user_id", "RUNBOOK_SECURITY__SESSIONS__IP_COLUMN": "ip"}
@@ -73,7 +74,8 @@ def test_all_sessions_batched_audited_and_read_back(platform: Platform, monkeypa
     assert after_record["batches"] == -(-changed // 300)  # batches of RUNBOOK_SECURITY__SESSIONS__BATCH_ROWS
     assert audit[0]["preview"]["undo"] is None and audit[-1]["run_id"]
     assert report["outcome"] == "passed" and all(c["ok"] for c in report["checks"])
-    assert report["read_back"] == {"active_left_in_scope": 0, "out_of_scope_active": 0, "out_of_scope_invalidated": 0}
+    assert report["read_back"] == {"active_left_in_scope": 0, "new_logins_in_scope": None, "out_of_scope_active": 0,
+                                   "out_of_scope_invalidated": 0}
     preview = report["preview"]
     assert preview["counts"]["active sessions in scope"] >= changed and preview["counts"]["users"] > 100
     assert any("cannot be undone" in w for w in preview["warnings"])
@@ -155,6 +157,8 @@ def test_the_preview_never_shows_a_token_and_changes_nothing(platform: Platform,
         (("--all",), {"RUNBOOK_SECURITY__SESSIONS__TABLE": "auth.sessions"}, "RUNBOOK_SECURITY__SESSIONS__TABLE: no table 'auth.sessions'"),
         (("--all",), {"RUNBOOK_SECURITY__SESSIONS__EXPIRY_COLUMN": "user_agent"}, "is text, not a timestamp"),
         (("--all",), {"RUNBOOK_SECURITY__SESSIONS__ADMIN_TABLE": "public.users"}, "RUNBOOK_SECURITY__SESSIONS__ADMIN_COLUMN: not set"),
+        (("--all",), {"RUNBOOK_SECURITY__SESSIONS__CREATED_COLUMN": "ip"}, "CREATED_COLUMN: public.user_sessions.ip is inet, not a timestamp"),
+        (("--all",), {"RUNBOOK_SECURITY__SESSIONS__CREATED_COLUMN": "begun"}, "CREATED_COLUMN: public.user_sessions has no column 'begun'"),
         (("--ip", "300.1.2.3"), {}, "is not an IP address or a CIDR network"),
         (("--ip", "192.0.2.7/24"), {}, "has host bits set"),
         (("--user", "not-a-number"), {}, "user: 'not-a-number' is not a value of public.user_sessions's user_id column"),
@@ -191,6 +195,33 @@ def test_an_interrupted_invalidation_is_finished_by_running_it_again(platform: P
         assert seen[0] == (0, active - 100) and seen[-1] == (active - 100, active - 100)
         assert conn.execute("SELECT count(*) FROM user_sessions WHERE expires_at > %s", (at,)).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM user_sessions WHERE expires_at = %s", (at,)).fetchone()[0] == active
+
+
+def test_a_login_after_the_action_is_told_apart_from_a_session_it_missed(platform: Platform) -> None:
+    """A user (or the attacker) logging in while the action runs: with the created column
+    it is a new login, not a session the invalidation left; without it, both count."""
+    at = datetime.now(timezone.utc)
+    scope = Scope("ip", "203.0.113.9")
+    with psycopg.connect(platform.dsn, autocommit=True) as conn:
+        user = conn.execute("SELECT id FROM users LIMIT 1").fetchone()[0]
+        login = "INSERT INTO user_sessions (user_id, token_hash, ip, created_at, expires_at) VALUES (%s, %s, %s, %s, %s)"
+        conn.execute(login, (user, "before-the-action", "203.0.113.9", at - timedelta(hours=1), at + timedelta(days=1)))
+        with_created = check_sessions_table(conn, SessionSettings(ip_column="ip", created_column="created_at"), scope)
+        assert invalidate_all(conn, with_created, scope, at, batch_rows=100, report=lambda d, t: None)["invalidated"] == 1
+        conn.execute(login, (user, "after-the-action", "203.0.113.9", at + timedelta(seconds=5), at + timedelta(days=1)))
+        back = read_back(conn, with_created, scope, at)
+        assert back["active_left_in_scope"] == 0 and back["new_logins_in_scope"] == 1
+        without = check_sessions_table(conn, SessionSettings(ip_column="ip"), scope)
+        assert read_back(conn, without, scope, at) == {**back, "active_left_in_scope": 1, "new_logins_in_scope": None}
+
+
+def test_the_flow_with_the_created_column_reads_back_no_new_login(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(monkeypatch, RUNBOOK_SECURITY__SESSIONS__CREATED_COLUMN="created_at")
+    state, report = _run(scope="all")
+    assert state.is_completed(), state.message
+    assert report["read_back"]["new_logins_in_scope"] == 0 and report["read_back"]["active_left_in_scope"] == 0
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["sessions:new-logins"]["ok"] and not checks["sessions:new-logins"]["critical"]
 
 
 def test_a_batch_refuses_to_run_inside_an_open_transaction(platform: Platform) -> None:
