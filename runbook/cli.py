@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
-        print(f"runbook: {err}", file=sys.stderr)
+        print(str(err), file=sys.stderr)  # "runbook <procedure>: ...", as argparse names it
         return EXIT_BAD_INPUT
     if not args.procedure:
         parser.print_help(sys.stderr)
