@@ -201,7 +201,7 @@ class RestoreServer:
     @property
     def place(self) -> str:
         """How the report names the platform's own server."""
-        return "the sandbox's own server (the platform here)" if self.sandbox else "the production server"
+        return "the sandbox's own server" if self.sandbox else "the production server"
 
     @property
     def note(self) -> str | None:
