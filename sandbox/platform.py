@@ -56,7 +56,7 @@ def seed_database(dsn: str, scale: int = 1, anchor: datetime | None = None) -> d
 
 
 VARIANT_TABLES = (
-    "app.User", "app.audit log", "app.order", "public.market_data", "public.system_logs",
+    "app.User", "app.audit log", "app.order", "app.usage %", "public.market_data", "public.system_logs",
     "public.user_alerts", "public.user_sessions", "public.users",
 )
 

@@ -76,6 +76,13 @@ CREATE TABLE app."audit log" (
 );
 ALTER SEQUENCE app."audit seq" OWNED BY app."audit log"."id";
 
+-- A percent sign in names: psycopg reads % as a placeholder, also in quoted names
+CREATE TABLE app."usage %" (
+    "id"    bigint PRIMARY KEY,
+    "cpu%"  numeric NOT NULL,
+    "at"    timestamptz NOT NULL
+);
+
 CREATE VIEW app."recent orders" AS
     SELECT o."user", o."select", o."placed at" FROM app."order" o
     WHERE o."placed at" > :anchor::timestamptz - interval '7 days';
@@ -124,3 +131,7 @@ FROM generate_series(1, 1000) AS i;
 INSERT INTO app."audit log" ("when", "what")
 SELECT :anchor::timestamptz - make_interval(hours => i % (100 * 24)), 'change #' || i
 FROM generate_series(1, 1200) AS i;
+
+INSERT INTO app."usage %" ("id", "cpu%", "at")
+SELECT i, (i * 37) % 100, :anchor::timestamptz - make_interval(mins => 5 * i)
+FROM generate_series(1, 500) AS i;

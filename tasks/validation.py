@@ -92,32 +92,49 @@ def _rows_query(query: sql.Composable) -> str:
 _BATCH = sql.SQL(_BATCH_MARK)
 
 
-def freshness_query(column: str, snapshot_at: datetime) -> str:
+def _rows(table: str) -> tuple[sql.Composable, sql.Composable]:
+    """What the queries read the table's rows from, and what ends them. Normally the
+    library's batch. For a name holding a ``%`` the library's rendering of the batch
+    doubles it (SQLAlchemy's pyformat escaping, which psycopg never undoes for a query
+    without parameters) and the relation is not found; the whole table is the batch, so
+    such a table is named directly (quoted by psycopg), and the batch left in a comment,
+    where the library wants to find it."""
+    schema, _, name = table.partition(".")
+    if "%" not in table:
+        return sql.SQL("(SELECT * FROM {})").format(_BATCH), sql.SQL("")
+    return sql.Identifier(schema, name), sql.SQL(" /* {} */").format(_BATCH)
+
+
+def freshness_query(table: str, column: str, snapshot_at: datetime) -> str:
     """Rows of the batch whose ``column`` lies after the snapshot."""
+    rows, tail = _rows(table)
     return _rows_query(
-        sql.SQL("SELECT c.{col} FROM (SELECT * FROM {batch}) AS c WHERE c.{col} > {at}").format(
-            col=sql.Identifier(column), batch=_BATCH, at=sql.Literal(snapshot_at)
+        sql.SQL("SELECT c.{col} FROM {rows} AS c WHERE c.{col} > {at}{tail}").format(
+            col=sql.Identifier(column), rows=rows, at=sql.Literal(snapshot_at), tail=tail
         )
     )
 
 
-def duplicate_keys_query(columns: list[str]) -> str:
+def duplicate_keys_query(table: str, columns: list[str]) -> str:
     """Key values of the batch held by more than one row."""
+    rows, tail = _rows(table)
     keys = sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(col)) for col in columns)
     return _rows_query(
-        sql.SQL("SELECT {keys} FROM (SELECT * FROM {batch}) AS c GROUP BY {keys} HAVING count(*) > 1").format(keys=keys, batch=_BATCH)
+        sql.SQL("SELECT {keys} FROM {rows} AS c GROUP BY {keys} HAVING count(*) > 1{tail}").format(keys=keys, rows=rows, tail=tail)
     )
 
 
-def nulls_query(column: str) -> str:
+def nulls_query(table: str, column: str) -> str:
     """Rows of the batch where ``column`` is NULL."""
+    rows, tail = _rows(table)
     return _rows_query(
-        sql.SQL("SELECT 1 FROM (SELECT * FROM {batch}) AS c WHERE c.{col} IS NULL").format(col=sql.Identifier(column), batch=_BATCH)
+        sql.SQL("SELECT 1 FROM {rows} AS c WHERE c.{col} IS NULL{tail}").format(col=sql.Identifier(column), rows=rows, tail=tail)
     )
 
 
 def orphans_query(fk: ForeignKey) -> str:
     """Rows of the batch whose (non-null) foreign key has no row in the referenced table."""
+    rows, tail = _rows(fk.table)
     not_null = sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(col)) for col in fk.columns)
     join = sql.SQL(" AND ").join(
         sql.SQL("r.{} = c.{}").format(sql.Identifier(rc), sql.Identifier(cc))
@@ -125,8 +142,8 @@ def orphans_query(fk: ForeignKey) -> str:
     )
     schema, _, name = fk.ref_table.partition(".")
     return _rows_query(
-        sql.SQL("SELECT 1 FROM (SELECT * FROM {batch}) AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {join})").format(
-            batch=_BATCH, not_null=not_null, ref=sql.Identifier(schema, name), join=join
+        sql.SQL("SELECT 1 FROM {rows} AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {join}){tail}").format(
+            rows=rows, not_null=not_null, ref=sql.Identifier(schema, name), join=join, tail=tail
         )
     )
 
@@ -149,7 +166,7 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
                 (
                     f"primary-key-unique:{table}",
                     gxe.UnexpectedRowsExpectation(
-                        unexpected_rows_query=duplicate_keys_query(shape.primary_key),
+                        unexpected_rows_query=duplicate_keys_query(table, shape.primary_key),
                         description=f"no two rows share ({', '.join(shape.primary_key)})",
                     ),
                 )
@@ -158,7 +175,7 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
             items.append(
                 (
                     f"primary-key-not-null:{table}.{column}",
-                    gxe.UnexpectedRowsExpectation(unexpected_rows_query=nulls_query(column), description=f"no NULL {column}"),
+                    gxe.UnexpectedRowsExpectation(unexpected_rows_query=nulls_query(table, column), description=f"no NULL {column}"),
                 )
             )
         if plan.snapshot_at is not None:
@@ -169,7 +186,7 @@ def build_suites(plan: IntegrityPlan) -> dict[str, list[tuple[str, Any]]]:
                     (
                         f"freshness:{table}.{column}",
                         gxe.UnexpectedRowsExpectation(
-                            unexpected_rows_query=freshness_query(column, plan.snapshot_at),
+                            unexpected_rows_query=freshness_query(table, column, plan.snapshot_at),
                             description=f"no {column} later than the snapshot",
                         ),
                     )

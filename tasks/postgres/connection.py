@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runbook.errors import ConfigError, RunbookError, TransientError
@@ -117,6 +118,37 @@ def libpq_env(dsn: str) -> tuple[str, dict[str, str]]:
     return make_conninfo("", **params), env
 
 
+def percent_safe(query: Any, context: Any) -> Any:
+    """``query`` with every ``%`` inside its identifiers and literals doubled. psycopg
+    reads ``%`` in a query with parameters as a placeholder, also inside a quoted name
+    built with sql.Identifier (psycopg/psycopg2#825, never fixed): a table called
+    ``"cpu%"`` made such a query fail. Only composed queries are touched; a plain string
+    is ours, written with ``%%`` where it means a percent sign."""
+    if isinstance(query, sql.Composed):
+        return sql.Composed([percent_safe(part, context) for part in query])
+    if isinstance(query, (sql.Identifier, sql.Literal)):
+        text = query.as_string(context)
+        return sql.SQL(text.replace("%", "%%")) if "%" in text else query
+    return query
+
+
+class Cursor(psycopg.Cursor[Any]):
+    """psycopg's cursor, safe for names that hold a ``%`` (:func:`percent_safe`)."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().execute(percent_safe(query, self) if params is not None else query, params, **kwargs)
+
+    def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().executemany(percent_safe(query, self), params_seq, **kwargs)
+
+
+class ServerCursor(psycopg.ServerCursor[Any]):
+    """psycopg's named (server-side) cursor, safe for names that hold a ``%``."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().execute(percent_safe(query, self) if params is not None else query, params, **kwargs)
+
+
 def connect(
     dsn: str,
     *,
@@ -128,15 +160,18 @@ def connect(
     """Open a connection with timeouts and a labelled application_name."""
     options = f"-c statement_timeout={int(statement_timeout_s * 1000)}" if statement_timeout_s else ""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn,
             connect_timeout=connect_timeout,
             application_name=application,
             options=options,
             autocommit=autocommit,
+            cursor_factory=Cursor,
         )
     except psycopg.Error as err:
         raise translate_pg_error(err, dsn, "connect") from None
+    conn.server_cursor_factory = ServerCursor
+    return conn
 
 
 @contextmanager

@@ -334,6 +334,26 @@ def test_composite_keys_reserved_words_and_spaces_delete_exactly_the_old_rows_in
     )
 
 
+def test_a_table_and_columns_with_a_percent_sign_are_archived_and_deleted_exactly(
+    variants: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app."usage %" ("cpu%" too): psycopg reads % as a placeholder, also in quoted names."""
+    policy = {"name": "old-usage", "table": "app.usage %", "time_column": "at", "older_than_days": 2, "action": "archive-then-delete"}
+    monkeypatch.setenv("RUNBOOK_CLEANUP__POLICIES", json.dumps([policy]))
+    with variants.connect() as conn:
+        before = dict(conn.execute('SELECT "id", "at" FROM app."usage %"').fetchall())
+    state, report = _run(dry_run=False, batch_size=37)
+    assert state.is_completed(), state.message
+    cut = cutoffs(report)["old-usage"]
+    old = {k for k, at in before.items() if at < cut}
+    assert 37 * 2 < len(old) < len(before)  # several batches, and rows to keep
+    with variants.connect() as conn:
+        after = dict(conn.execute('SELECT "id", "at" FROM app."usage %"').fetchall())
+    assert after == {k: at for k, at in before.items() if k not in old}
+    assert sorted(r["id"] for r in _archived(variants.store_url, variants.database, "old-usage")) == sorted(old)
+    assert all("cpu%" in r for r in _archived(variants.store_url, variants.database, "old-usage"))
+
+
 KILL_AFTER_BATCHES = r"""
 import json, os, signal, sys
 from datetime import datetime
