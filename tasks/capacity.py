@@ -91,6 +91,15 @@ def last_recorded(conn: psycopg.Connection[Any], schema: str, instance: str) -> 
     return row[0] if row else None
 
 
+def store_sizes(conn: psycopg.Connection[Any], schema: str, instance: str, sizes: Sizes, keep: timedelta) -> int:
+    """Record a reading in table_size_history, schema and table made where missing, in
+    one transaction (on an autocommit connection)."""
+    alertstate.ensure_schema(conn, schema)
+    with conn.transaction():
+        ensure_table(conn, schema)
+        return record_sizes(conn, schema, instance, sizes, keep)
+
+
 def read_size_history(conn: psycopg.Connection[Any], schema: str, instance: str, since: datetime) -> dict[str, list[tuple[datetime, float]]]:
     """"schema.table" -> (at, bytes) of the recorded readings since ``since``, oldest first."""
     found: dict[str, list[tuple[datetime, float]]] = {}
@@ -139,10 +148,7 @@ def record_table_sizes(state_dsn: str, schema: str, instance: str, sizes: Sizes,
     return the history of each table since ``since``, this reading included."""
     with postgres.session(state_dsn, application="runbook capacity-review", connect_timeout=connect_timeout,
                           statement_timeout_s=60, autocommit=True) as conn:
-        alertstate.ensure_schema(conn, schema)
-        with conn.transaction():
-            ensure_table(conn, schema)
-            kept = record_sizes(conn, schema, instance, sizes, timedelta(days=keep_days))
+        kept = store_sizes(conn, schema, instance, sizes, timedelta(days=keep_days))
         history = read_size_history(conn, schema, instance, since)
     get_run_logger().info("Recorded the sizes of %d tables in %s.table_size_history", kept, schema)
     return history
@@ -177,9 +183,6 @@ def record_table_sizes_if_due(dsn: str, state_dsn: str, schema: str, instance: s
             sizes = read_sizes(conn, now)
     with postgres.session(state_dsn, application="runbook monitor", connect_timeout=connect_timeout,
                           statement_timeout_s=60, autocommit=True) as conn:
-        alertstate.ensure_schema(conn, schema)
-        with conn.transaction():
-            ensure_table(conn, schema)
-            kept = record_sizes(conn, schema, instance, sizes, timedelta(days=keep_days))
+        kept = store_sizes(conn, schema, instance, sizes, timedelta(days=keep_days))
     get_run_logger().info("Recorded the sizes of %d tables in %s.table_size_history", kept, schema)
     return f"recorded the sizes of {kept} tables"
